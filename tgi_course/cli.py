@@ -1,0 +1,107 @@
+"""The ``tgi-course`` command: ``serve``, ``download`` and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+
+from .config import ConfigError, ServerConfig, add_cli_arguments
+
+
+def _config_from(args: argparse.Namespace) -> ServerConfig:
+    overrides = {name: value for name, value in vars(args).items() if name not in {"command", "func"}}
+    return ServerConfig.from_sources(overrides=overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the model, then listen. Settings come from TGI's environment variables and these flags."""
+    import torch
+    import uvicorn
+
+    from .models import ModelNotAvailable
+    from .server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = _config_from(args)
+        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        app = create_app(config)
+    except (ConfigError, ModelNotAvailable) as exc:
+        print(f"tgi-course serve: {exc}", file=sys.stderr)
+        return 2
+    resolved = app.state.tgi.config
+    logging.getLogger("tgi_course").info(
+        "serving %s on http://%s:%d (max_input_tokens=%s, max_total_tokens=%s, device=%s, dtype=%s)",
+        app.state.tgi.facts.name, resolved.hostname, resolved.port, resolved.max_input_tokens,
+        resolved.max_total_tokens, app.state.tgi.loaded.device, app.state.tgi.loaded.dtype,
+    )
+    uvicorn.run(app, host=resolved.hostname, port=resolved.port, log_level="warning", access_log=False)
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    """Locate, verify and convert the default model so later starts load in about a second."""
+    from .models.loading import convert_gguf
+    from .models.registry import resolve
+
+    source = resolve(args.model_id or "default")
+    if source.kind not in {"default-gguf", "gguf"}:
+        print(f"{source.name}: nothing to convert ({source.kind})")
+        return 0
+    folder = convert_gguf(source)
+    print(f"{source.name}: ready at {folder}")
+    return 0
+
+
+def info(_: argparse.Namespace) -> int:
+    """What this machine would serve with, as JSON."""
+    import platform
+
+    import torch
+    import transformers
+
+    from .models.loading import choose_device, choose_dtype, converted_folder
+    from .models.registry import ModelNotAvailable, cache_dir, resolve
+
+    device = choose_device("auto")
+    report: dict[str, object] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "device": str(device),
+        "dtype": str(choose_dtype(device)).removeprefix("torch."),
+        "cache_dir": str(cache_dir()),
+        "settings": asdict(ServerConfig.from_sources()),
+    }
+    try:
+        source = resolve("default")
+        folder = converted_folder(source)
+        report["default_model"] = {"name": source.name, "gguf": str(source.path), "converted": (folder / "model.safetensors").is_file()}
+    except ModelNotAvailable as exc:
+        report["default_model"] = {"error": str(exc)}
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tgi-course", description="Local Messages API server and course tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="Run the Messages API server (TGI's env vars apply).")
+    add_cli_arguments(serve_parser)
+    serve_parser.set_defaults(func=serve)
+    download_parser = commands.add_parser("download", help="Prefetch and convert the default model.")
+    download_parser.add_argument("--model-id", default=None)
+    download_parser.set_defaults(func=download)
+    info_parser = commands.add_parser("info", help="Show versions, device and model cache as JSON.")
+    info_parser.set_defaults(func=info)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Every server setting, once: TGI's environment variable names, the matching CLI flags, defaults
+and the cross-checks between limits.
+
+Names and defaults follow TGI's launcher (``text-generation-launcher --help``) so that a learner who
+moves to a real TGI recognises every knob. Where the laptop needs a different default (host, batch
+token budgets sized for a 2-core CPU) the difference is noted next to the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting, or a combination of settings, that cannot work. The message names them."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is spelled in the environment and on the command line."""
+
+    env: tuple[str, ...]
+    help: str
+
+
+# One table: field name -> (env names, first one wins; help). CLI flags are the field name with dashes.
+SETTINGS: dict[str, Setting] = {
+    "model_id": Setting(("MODEL_ID",), "Model to serve: 'default', a local folder, a .gguf file or a Hub id."),
+    "revision": Setting(("REVISION",), "Hub revision for a Hub MODEL_ID."),
+    "hostname": Setting(("HOSTNAME",), "Interface to listen on; 0.0.0.0 to serve a room."),
+    "port": Setting(("PORT",), "TCP port (TGI's launcher uses 3000)."),
+    "device": Setting(("DEVICE",), "cuda, cpu or auto."),
+    "dtype": Setting(("DTYPE",), "bfloat16, float16, float32 or auto."),
+    "max_input_tokens": Setting(("MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH"), "Longest prompt, in tokens."),
+    "max_total_tokens": Setting(("MAX_TOTAL_TOKENS",), "Prompt plus new tokens, per request."),
+    "max_batch_prefill_tokens": Setting(("MAX_BATCH_PREFILL_TOKENS",), "Prompt tokens prefilled in one step."),
+    "max_batch_total_tokens": Setting(("MAX_BATCH_TOTAL_TOKENS",), "Tokens (prompt + new) held by the running batch."),
+    "max_batch_size": Setting(("MAX_BATCH_SIZE",), "Most requests decoded together in one step."),
+    "max_concurrent_requests": Setting(("MAX_CONCURRENT_REQUESTS",), "Requests in flight before 429."),
+    "max_stop_sequences": Setting(("MAX_STOP_SEQUENCES",), "Most stop sequences per request."),
+    "max_top_n_tokens": Setting(("MAX_TOP_N_TOKENS",), "Most top_logprobs / top_n_tokens per request."),
+    "max_best_of": Setting(("MAX_BEST_OF",), "Most choices (n / best_of) per request."),
+    "api_key": Setting(("API_KEY",), "Bearer token required on inference routes when set."),
+    "payload_limit": Setting(("PAYLOAD_LIMIT",), "Largest request body in bytes (413 above)."),
+    "messages_api_enabled": Setting(("MESSAGES_API_ENABLED",), "Make /invocations a chat-completions route."),
+    "cors_allow_origin": Setting(("CORS_ALLOW_ORIGIN",), "Comma-separated origins allowed by CORS."),
+    "served_model_name": Setting(("SERVED_MODEL_NAME",), "Name reported in responses and /v1/models."),
+    "threads": Setting(("TGI_COURSE_THREADS",), "CPU threads for torch (0 = all cores)."),
+}
+
+# TGI's launcher default port; the docker image listens on 80 instead.
+DEFAULT_PORT = 3000
+DEFAULT_MODEL_ID = "default"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Validated settings of one server. Build it with :meth:`from_sources`."""
+
+    model_id: str = DEFAULT_MODEL_ID
+    revision: str | None = None
+    hostname: str = "127.0.0.1"  # TGI binds 0.0.0.0; a laptop should not expose itself by default.
+    port: int = DEFAULT_PORT
+    device: str = "auto"
+    dtype: str = "auto"
+    max_input_tokens: int | None = None  # derived from the model when unset, as TGI does
+    max_total_tokens: int | None = None
+    max_batch_prefill_tokens: int | None = None
+    max_batch_total_tokens: int | None = None
+    max_batch_size: int = 64
+    max_concurrent_requests: int = 128
+    max_stop_sequences: int = 4
+    max_top_n_tokens: int = 5
+    max_best_of: int = 8
+    api_key: str | None = None
+    payload_limit: int = 2_000_000
+    messages_api_enabled: bool = False
+    cors_allow_origin: tuple[str, ...] = field(default_factory=tuple)
+    served_model_name: str | None = None
+    threads: int = 0
+
+    @classmethod
+    def from_sources(
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> ServerConfig:
+        """Environment first, then explicit overrides (CLI flags, keyword arguments) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, setting in SETTINGS.items():
+            for var in setting.env:
+                raw = env.get(var)
+                if raw is not None and raw != "":
+                    values[name] = _parse(name, types[name], raw, source=var)
+                    break
+        for name, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if name not in types:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = _parse(name, types[name], value, source=f"--{name.replace('_', '-')}") if isinstance(value, str) else value
+        return cls(**values)
+
+    def resolve_limits(self, model_max_positions: int) -> ServerConfig:
+        """Fill unset limits from the model's context size and check they fit together.
+
+        TGI derives ``max_input_tokens = max_total_tokens - 1`` and sizes prefill to the input limit;
+        we follow that, capped at 4096 total so a laptop does not reserve a 128k context by accident.
+        """
+        total = self.max_total_tokens or min(model_max_positions, 4096)
+        max_input = self.max_input_tokens or total - 1
+        prefill = self.max_batch_prefill_tokens or max(max_input, 4096)
+        batch_total = self.max_batch_total_tokens or max(total * 8, 16_384)
+        resolved = _replace(
+            self,
+            max_total_tokens=total,
+            max_input_tokens=max_input,
+            max_batch_prefill_tokens=prefill,
+            max_batch_total_tokens=batch_total,
+        )
+        resolved.check(model_max_positions)
+        return resolved
+
+    def check(self, model_max_positions: int | None = None) -> None:
+        """Raise :class:`ConfigError` naming both settings when two limits contradict each other."""
+        t, i = self.max_total_tokens, self.max_input_tokens
+        p, b = self.max_batch_prefill_tokens, self.max_batch_total_tokens
+        if i is not None and t is not None and i >= t:
+            raise ConfigError(
+                f"MAX_INPUT_TOKENS ({i}) must be < MAX_TOTAL_TOKENS ({t}): a request needs room for one new token"
+            )
+        if p is not None and i is not None and p < i:
+            raise ConfigError(
+                f"MAX_BATCH_PREFILL_TOKENS ({p}) must be >= MAX_INPUT_TOKENS ({i}): the longest prompt must fit one prefill"
+            )
+        if b is not None and t is not None and b < t:
+            raise ConfigError(
+                f"MAX_BATCH_TOTAL_TOKENS ({b}) must be >= MAX_TOTAL_TOKENS ({t}): one request must fit the batch"
+            )
+        if model_max_positions is not None and t is not None and t > model_max_positions:
+            raise ConfigError(
+                f"MAX_TOTAL_TOKENS ({t}) exceeds the model's max_position_embeddings ({model_max_positions})"
+            )
+        for name in ("port", "max_concurrent_requests", "max_batch_size", "payload_limit", "max_best_of"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{SETTINGS[name].env[0]} must be > 0, got {getattr(self, name)}")
+        if self.device not in {"auto", "cpu", "cuda"} and not self.device.startswith("cuda:"):
+            raise ConfigError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
+        if self.dtype not in {"auto", "bfloat16", "float16", "float32"}:
+            raise ConfigError(f"DTYPE must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces this config in a child process."""
+        out: dict[str, str] = {}
+        for name, setting in SETTINGS.items():
+            value = getattr(self, name)
+            if value is None or value == ():
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            out[setting.env[0]] = str(value)
+        return out
+
+
+def _replace(config: ServerConfig, **changes: Any) -> ServerConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def _parse(name: str, annotation: Any, raw: Any, source: str) -> Any:
+    text = str(annotation)
+    try:
+        if "tuple" in text:
+            if isinstance(raw, (list, tuple)):
+                return tuple(raw)
+            return tuple(part.strip() for part in str(raw).split(",") if part.strip())
+        if "bool" in text:
+            return raw if isinstance(raw, bool) else _bool(str(raw))
+        if "int" in text:
+            return int(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting; each defaults to None so the environment still applies."""
+    for name, setting in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        env_names = "/".join(setting.env)
+        if name == "messages_api_enabled":
+            parser.add_argument(flag, action="store_true", default=None, help=f"{setting.help} [{env_names}]")
+        else:
+            parser.add_argument(flag, default=None, help=f"{setting.help} [{env_names}]")

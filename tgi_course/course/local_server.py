@@ -1,0 +1,142 @@
+"""Run the Messages API server in a background process that never outlives its owner."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import ServerConfig
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to the server when the process that started it dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the atexit handler below still stops the server on a normal exit
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalServer:
+    """``tgi-course serve`` in a child process, on a free loopback port unless told otherwise.
+
+    Settings are :class:`~tgi_course.config.ServerConfig` field names, e.g.
+    ``LocalServer(messages_api_enabled=True, max_total_tokens=1024)``.
+    """
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 600.0, log_path: str | os.PathLike | None = None, **settings: Any) -> None:
+        settings.setdefault("hostname", "127.0.0.1")
+        self.config = ServerConfig.from_sources(env={}, overrides={**settings, "port": port or free_port(settings["hostname"])})
+        self.startup_timeout = startup_timeout
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tgi-course-server-", suffix=".log")[1])
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- addresses -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.config.hostname in {"0.0.0.0", "::"} else self.config.hostname
+        return f"http://{host}:{self.config.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1/"
+
+    @property
+    def api_key(self) -> str:
+        # The OpenAI clients refuse an empty key; any string works when the server has no API_KEY.
+        return self.config.api_key or "-"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> LocalServer:
+        if self.running:
+            return self
+        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+        env.update(self.config.to_env())
+        log = open(self.log_path, "ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tgi_course", "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        log.close()
+        atexit.register(self.stop)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError(f"the server exited during start-up:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the server did not become healthy within {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        try:
+            atexit.unregister(self.stop)
+        except Exception:
+            pass
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer(url={self.url!r}, running={self.running})"
+
+
+# Settings a LocalServer decides itself; inherited values from the notebook's environment must not leak in.
+_SERVER_ENV = {name for setting in __import__("tgi_course.config", fromlist=["SETTINGS"]).SETTINGS.values() for name in setting.env}

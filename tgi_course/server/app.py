@@ -1,0 +1,128 @@
+"""The FastAPI application: middleware (auth, payload limit, CORS), error handlers and routes.
+
+:func:`build_app` takes an already-loaded model so tests can build apps cheaply; :func:`create_app` loads
+the model named by the settings first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..config import ServerConfig
+from ..engine import BatchLimits, Engine
+from ..models import LoadedModel, load, resolve
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .routes import chat, completions, generate, meta, sagemaker
+from .serving import ModelFacts
+from .state import Admission, AppState
+from .validation import Validator
+
+log = logging.getLogger(__name__)
+
+
+class PayloadLimit:
+    """413 for bodies over PAYLOAD_LIMIT, whether announced by Content-Length or sent chunked."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {"error": f"Payload too large: the request body exceeds PAYLOAD_LIMIT={self.limit} bytes", "error_type": "payload_too_large"}
+        ).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
+    """An app around a loaded model; the engine starts with the app and stops with it."""
+    config = config.resolve_limits(loaded.max_position_embeddings)
+    engine = Engine(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.eos_token_ids,
+        BatchLimits(
+            max_batch_prefill_tokens=config.max_batch_prefill_tokens,  # type: ignore[arg-type]
+            max_batch_total_tokens=config.max_batch_total_tokens,  # type: ignore[arg-type]
+            max_batch_size=config.max_batch_size,
+        ),
+    )
+    name = config.served_model_name or loaded.name
+    state = AppState(
+        config=config,
+        loaded=loaded,
+        engine=engine,
+        validator=Validator(config, loaded.tokenizer),
+        metrics=Metrics(engine),
+        facts=ModelFacts(name=name, fingerprint=f"tgi-course-{__version__}-{loaded.device.type}-{str(loaded.dtype).removeprefix('torch.')}"),
+        admission=Admission(config.max_concurrent_requests),
+    )
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(
+        title="tgi-course Messages API",
+        version=__version__,
+        description="A local, offline server with Text Generation Inference's routes and the OpenAI Chat Completions API.",
+        lifespan=lifespan,
+    )
+    app.state.tgi = state
+    install_error_handlers(app)
+    for module in (chat, completions, generate, sagemaker, meta):
+        app.include_router(module.router)
+    if config.cors_allow_origin:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_allow_origin), allow_methods=["*"], allow_headers=["*"]
+        )
+    app.add_middleware(PayloadLimit, limit=config.payload_limit)
+    return app
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    config.check()
+    loaded = load(resolve(config.model_id), device=config.device, dtype=config.dtype, revision=config.revision)
+    return build_app(config, loaded)

@@ -1,0 +1,49 @@
+"""TGI's native generation routes: POST /generate, /generate_stream and the compat route POST /."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from .. import serving
+from ..dependencies import INFERENCE
+from ..errors import validation_error
+from ..protocol.tgi import GenerateRequest
+from ..state import AppState, get_state
+from .responses import sse, whole
+
+router = APIRouter(tags=["Text Generation Inference"])
+
+
+async def handle_generate(state: AppState, body: GenerateRequest, stream: bool) -> Response:
+    route = "generate_stream" if stream else "generate"
+    state.metrics.received(route)
+    p = body.parameters
+    if stream and (p.best_of or 1) > 1:
+        raise validation_error("Input validation error: `best_of` != 1 is not supported when streaming tokens")
+    prepared = state.validator.generate(body.inputs, p)
+    state.admission.enter()
+    if stream:
+        return sse(state, serving.stream_generate(state.engine, state.metrics, prepared, p.details, bool(p.return_full_text)))
+    try:
+        results = await serving.run_to_end(state.engine, state.metrics, route, [prepared])
+    finally:
+        state.admission.leave()
+    return whole(
+        serving.generate_response(prepared, results, p.details, p.decoder_input_details, bool(p.return_full_text), state.loaded.tokenizer)
+    )
+
+
+@router.post("/generate", dependencies=INFERENCE, summary="Generate tokens")
+async def generate(body: GenerateRequest, state: AppState = Depends(get_state)) -> Response:
+    return await handle_generate(state, body, stream=False)
+
+
+@router.post("/generate_stream", dependencies=INFERENCE, summary="Generate a stream of tokens (Server-Sent Events)")
+async def generate_stream(body: GenerateRequest, state: AppState = Depends(get_state)) -> Response:
+    return await handle_generate(state, body, stream=True)
+
+
+@router.post("/", dependencies=INFERENCE, summary="Generate tokens; `stream: true` for Server-Sent Events")
+async def compat_generate(body: GenerateRequest, state: AppState = Depends(get_state)) -> Response:
+    return await handle_generate(state, body, stream=body.stream)

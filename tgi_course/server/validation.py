@@ -1,0 +1,346 @@
+"""Every request limit, checked in one place before anything reaches the engine (as TGI's validation.rs).
+
+Each check raises a 422 whose message names the field, the limit and the value given, so a learner can
+fix the request from the error alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ..config import ServerConfig
+from ..engine import SamplingParams, encode, render_chat
+from ..engine.params import LogitsProcessor
+from .errors import ApiError, validation_error
+from .protocol.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
+from .protocol.tgi import GenerateParameters
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+SEED_LIMIT = 2**64
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: the prompt once, and the sampling settings of each choice."""
+
+    prompt_text: str
+    prompt_ids: list[int]
+    choices: tuple[SamplingParams, ...]
+
+
+def _check_range(name: str, value: float | None, low: float, high: float, low_open: bool = False) -> None:
+    if value is None:
+        return
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        raise validation_error(f"Input validation error: `{name}` must be in {bracket}{low}, {high}], got {value}")
+
+
+def _logit_bias_processor(bias: dict[str, float], vocab_size: int) -> LogitsProcessor:
+    ids, values = [], []
+    for key, value in bias.items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            raise validation_error(f"Input validation error: `logit_bias` keys must be token ids, got {key!r}") from None
+        if not 0 <= token_id < vocab_size:
+            raise validation_error(f"Input validation error: `logit_bias` token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+        _check_range("logit_bias", value, -100, 100)
+        ids.append(token_id)
+        values.append(value)
+    index, delta = torch.tensor(ids, dtype=torch.long), torch.tensor(values, dtype=torch.float32)
+
+    def apply(_: Sequence[int], row: torch.Tensor) -> torch.Tensor:
+        row[index.to(row.device)] += delta.to(row.device)
+        return row
+
+    return apply
+
+
+class Validator:
+    """Turns wire requests into prompts and :class:`SamplingParams`, enforcing the server's limits."""
+
+    def __init__(self, config: ServerConfig, tokenizer: Any) -> None:
+        assert config.max_input_tokens is not None and config.max_total_tokens is not None
+        self.config = config
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+
+    # -- shared pieces -------------------------------------------------------------------------
+    def check_prompt(self, prompt_ids: list[int]) -> None:
+        limit = self.config.max_input_tokens
+        if not prompt_ids:
+            raise validation_error("Input validation error: the prompt is empty (0 tokens)")
+        if len(prompt_ids) > limit:  # type: ignore[operator]
+            raise validation_error(
+                f"Input validation error: `inputs` must have less than {limit} tokens (MAX_INPUT_TOKENS). "
+                f"Given: {len(prompt_ids)}"
+            )
+
+    def max_new_tokens(self, field: str, requested: int | None, prompt_tokens: int) -> int:
+        total = self.config.max_total_tokens
+        assert total is not None
+        if requested is None:
+            return total - prompt_tokens  # TGI 3 fills the rest of the context
+        if requested <= 0:
+            raise validation_error(f"Input validation error: `{field}` must be strictly positive, got {requested}")
+        if prompt_tokens + requested > total:
+            raise validation_error(
+                f"Input validation error: `inputs` tokens + `{field}` must be <= {total} (MAX_TOTAL_TOKENS). "
+                f"Given: {prompt_tokens} `inputs` tokens and {requested} `{field}`"
+            )
+        return requested
+
+    def stop_sequences(self, stop: str | list[str] | None) -> tuple[str, ...]:
+        if stop is None:
+            return ()
+        sequences = (stop,) if isinstance(stop, str) else tuple(stop)
+        if len(sequences) > self.config.max_stop_sequences:
+            raise validation_error(
+                f"Input validation error: `stop` supports up to {self.config.max_stop_sequences} stop sequences "
+                f"(MAX_STOP_SEQUENCES). Given: {len(sequences)}"
+            )
+        return sequences
+
+    def choice_count(self, field: str, n: int | None) -> int:
+        count = 1 if n is None else n
+        if not 1 <= count <= self.config.max_best_of:
+            raise validation_error(f"Input validation error: `{field}` must be between 1 and {self.config.max_best_of} (MAX_BEST_OF), got {count}")
+        return count
+
+    def seed(self, seed: int | None) -> int | None:
+        if seed is not None and not 0 <= seed < SEED_LIMIT:
+            raise validation_error(f"Input validation error: `seed` must be in [0, 2^64), got {seed}")
+        return seed
+
+    def openai_sampling(
+        self,
+        *,
+        temperature: float | None,
+        top_p: float | None,
+        top_k: int | None,
+        frequency_penalty: float | None,
+        presence_penalty: float | None,
+        repetition_penalty: float | None,
+        logit_bias: dict[str, float] | None,
+    ) -> dict[str, Any]:
+        _check_range("temperature", temperature, 0.0, 2.0)
+        _check_range("top_p", top_p, 0.0, 1.0, low_open=True)
+        _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0)
+        _check_range("presence_penalty", presence_penalty, -2.0, 2.0)
+        if repetition_penalty is not None and repetition_penalty <= 0:
+            raise validation_error(f"Input validation error: `repetition_penalty` must be strictly positive, got {repetition_penalty}")
+        if top_k is not None and top_k <= 0:
+            raise validation_error(f"Input validation error: `top_k` must be strictly positive, got {top_k}")
+        processors = (_logit_bias_processor(logit_bias, self.vocab_size),) if logit_bias else ()
+        return {
+            "temperature": 1.0 if temperature is None else temperature,  # OpenAI's default
+            "top_p": 1.0 if top_p is None else top_p,
+            "top_k": top_k or 0,
+            "frequency_penalty": frequency_penalty or 0.0,
+            "presence_penalty": presence_penalty or 0.0,
+            "repetition_penalty": repetition_penalty or 1.0,
+            "logits_processors": processors,
+        }
+
+    @staticmethod
+    def per_choice(base: SamplingParams, count: int) -> tuple[SamplingParams, ...]:
+        """n choices of one request: seeded requests get seed, seed+1, ... so the choices differ yet repeat."""
+        if count == 1 or base.seed is None:
+            return (base,) * count
+        return tuple(replace(base, seed=(base.seed + i) % SEED_LIMIT) for i in range(count))
+
+    # -- chat ----------------------------------------------------------------------------------
+    def template_messages(self, messages: list[ChatMessage]) -> list[dict[str, Any]]:
+        if not messages:
+            raise validation_error("Input validation error: `messages` must contain at least one message")
+        rendered: list[dict[str, Any]] = []
+        for i, message in enumerate(messages):
+            if message.role not in ROLES:
+                raise validation_error(
+                    f"Input validation error: `messages[{i}].role` must be one of {sorted(ROLES)}, got {message.role!r}"
+                )
+            content = message.content
+            if isinstance(content, list):
+                texts = []
+                for j, part in enumerate(content):
+                    if part.type != "text":
+                        raise validation_error(
+                            f"Input validation error: `messages[{i}].content[{j}].type` is {part.type!r}; "
+                            "this model accepts text parts only"
+                        )
+                    texts.append(part.text)  # type: ignore[union-attr]
+                content = "".join(texts)
+            entry: dict[str, Any] = {
+                # Older chat templates know no 'developer' role; OpenAI defines it as the new name of 'system'.
+                "role": "system" if message.role == "developer" else message.role,
+                "content": content or "",
+            }
+            if message.tool_calls:
+                entry["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+            if message.tool_call_id:
+                entry["tool_call_id"] = message.tool_call_id
+            if message.name:
+                entry["name"] = message.name
+            rendered.append(entry)
+        return rendered
+
+    def render(self, messages: list[ChatMessage]) -> tuple[str, list[int]]:
+        text = render_chat(self.tokenizer, self.template_messages(messages))
+        return text, encode(self.tokenizer, text)
+
+    def chat(self, request: ChatCompletionRequest) -> Prepared:
+        if request.tools and request.tool_choice != "none":
+            raise ApiError(422, "tool_error", "Input validation error: `tools` (function calling) is not supported by this server yet")
+        if request.response_format and request.response_format.get("type", "text") != "text":
+            raise validation_error(
+                f"Input validation error: `response_format` type {request.response_format.get('type')!r} is not supported by this server yet"
+            )
+        if request.max_tokens is not None and request.max_completion_tokens is not None and request.max_tokens != request.max_completion_tokens:
+            raise validation_error("Input validation error: give only one of `max_tokens` and `max_completion_tokens`")
+        top_logprobs = request.top_logprobs or 0
+        if request.top_logprobs is not None:
+            if not request.logprobs:
+                raise validation_error("Input validation error: `top_logprobs` requires `logprobs` to be true")
+            if not 0 <= top_logprobs <= self.config.max_top_n_tokens:
+                raise validation_error(
+                    f"Input validation error: `top_logprobs` must be between 0 and {self.config.max_top_n_tokens} "
+                    f"(MAX_TOP_N_TOKENS), got {top_logprobs}"
+                )
+        sampling = self.openai_sampling(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            repetition_penalty=request.repetition_penalty,
+            logit_bias=request.logit_bias,
+        )
+        count = self.choice_count("n", request.n)
+        stop = self.stop_sequences(request.stop)
+        seed = self.seed(request.seed)
+        text, ids = self.render(request.messages)
+        self.check_prompt(ids)
+        field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
+        base = SamplingParams(
+            max_new_tokens=self.max_new_tokens(field, requested, len(ids)),
+            seed=seed,
+            stop=stop,
+            logprobs=bool(request.logprobs),
+            top_logprobs=top_logprobs,
+            **sampling,
+        )
+        return Prepared(text, ids, self.per_choice(base, count))
+
+    # -- completions ---------------------------------------------------------------------------
+    def completion(self, request: CompletionRequest) -> list[Prepared]:
+        if request.suffix:
+            raise validation_error("Input validation error: `suffix` (fill-in-the-middle) is not supported by this model")
+        logprobs = request.logprobs
+        if logprobs is not None and not 0 <= logprobs <= self.config.max_top_n_tokens:
+            raise validation_error(
+                f"Input validation error: `logprobs` must be between 0 and {self.config.max_top_n_tokens} (MAX_TOP_N_TOKENS), got {logprobs}"
+            )
+        if request.best_of is not None and request.best_of != (request.n or 1):
+            raise validation_error("Input validation error: `best_of` different from `n` is not supported")
+        sampling = self.openai_sampling(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            repetition_penalty=request.repetition_penalty,
+            logit_bias=request.logit_bias,
+        )
+        count = self.choice_count("n", request.n)
+        stop = self.stop_sequences(request.stop)
+        seed = self.seed(request.seed)
+        prompts = self._prompts(request.prompt)
+        if len(prompts) * count > self.config.max_concurrent_requests:
+            raise validation_error(
+                f"Input validation error: {len(prompts)} prompts x n={count} exceeds MAX_CONCURRENT_REQUESTS={self.config.max_concurrent_requests}"
+            )
+        prepared = []
+        for text, ids in prompts:
+            self.check_prompt(ids)
+            base = SamplingParams(
+                max_new_tokens=self.max_new_tokens("max_tokens", 16 if request.max_tokens is None else request.max_tokens, len(ids)),
+                seed=seed,
+                stop=stop,
+                logprobs=logprobs is not None,
+                top_logprobs=logprobs or 0,
+                **sampling,
+            )
+            prepared.append(Prepared(text, ids, self.per_choice(base, count)))
+        return prepared
+
+    def _prompts(self, prompt: Any) -> list[tuple[str, list[int]]]:
+        if isinstance(prompt, str):
+            return [(prompt, encode(self.tokenizer, prompt, add_special_tokens=True))]
+        if not prompt:
+            raise validation_error("Input validation error: `prompt` must not be empty")
+        if all(isinstance(p, str) for p in prompt):
+            return [(p, encode(self.tokenizer, p, add_special_tokens=True)) for p in prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [self._from_ids(prompt)]
+        return [self._from_ids(p) for p in prompt]
+
+    def _from_ids(self, ids: list[int]) -> tuple[str, list[int]]:
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise validation_error(f"Input validation error: `prompt` token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return self.tokenizer.decode(ids), list(ids)
+
+    # -- TGI generate --------------------------------------------------------------------------
+    def generate(self, inputs: str, parameters: GenerateParameters) -> Prepared:
+        p = parameters
+        if p.temperature is not None and p.temperature <= 0:
+            raise validation_error(f"Input validation error: `temperature` must be strictly positive, got {p.temperature}")
+        _check_range("top_p", p.top_p, 0.0, 1.0, low_open=True)
+        if p.top_p is not None and p.top_p == 1.0:
+            p = p.model_copy(update={"top_p": None})  # TGI rejects 1.0; it means "off", so we accept it
+        _check_range("typical_p", p.typical_p, 0.0, 1.0, low_open=True)
+        if p.repetition_penalty is not None and p.repetition_penalty <= 0:
+            raise validation_error(f"Input validation error: `repetition_penalty` must be strictly positive, got {p.repetition_penalty}")
+        _check_range("frequency_penalty", p.frequency_penalty, -2.0, 2.0)
+        if p.top_k is not None and p.top_k <= 0:
+            raise validation_error(f"Input validation error: `top_k` must be strictly positive, got {p.top_k}")
+        top_n = p.top_n_tokens or 0
+        if not 0 <= top_n <= self.config.max_top_n_tokens:
+            raise validation_error(
+                f"Input validation error: `top_n_tokens` must be between 0 and {self.config.max_top_n_tokens} (MAX_TOP_N_TOKENS), got {top_n}"
+            )
+        if p.grammar is not None:
+            raise ApiError(422, "grammar", "Input validation error: `grammar` is not supported by this server yet")
+        count = self.choice_count("best_of", p.best_of)
+        if count > 1 and not p.do_sample and p.temperature is None and p.top_k is None and p.top_p is None:
+            raise validation_error("Input validation error: `best_of` > 1 needs sampling (`do_sample` or a sampling parameter)")
+        stop = self.stop_sequences(p.stop)
+        seed = self.seed(p.seed)
+        ids = encode(self.tokenizer, inputs, add_special_tokens=True)
+        if p.truncate is not None:
+            if p.truncate <= 0:
+                raise validation_error(f"Input validation error: `truncate` must be strictly positive, got {p.truncate}")
+            ids = ids[-p.truncate :]
+        self.check_prompt(ids)
+        # TGI samples when asked to, or as soon as any sampling parameter changes the distribution.
+        sampling = p.do_sample or (p.temperature not in (None, 1.0)) or bool(p.top_k) or p.top_p is not None or p.typical_p is not None
+        base = SamplingParams(
+            max_new_tokens=self.max_new_tokens("max_new_tokens", p.max_new_tokens, len(ids)),
+            temperature=(p.temperature or 1.0) if sampling else 0.0,
+            top_p=p.top_p or 1.0,
+            top_k=p.top_k or 0,
+            seed=seed,
+            repetition_penalty=p.repetition_penalty or 1.0,
+            frequency_penalty=p.frequency_penalty or 0.0,
+            stop=stop,
+            logprobs=True,
+            top_logprobs=top_n,
+        )
+        return Prepared(inputs, ids, self.per_choice(base, count))
