@@ -88,6 +88,29 @@ def info(_: argparse.Namespace) -> int:
     return 0
 
 
+def lab(args: argparse.Namespace) -> int:
+    """One shared local server for the whole course, then JupyterLab on notebooks/ pointed at it."""
+    import subprocess
+
+    from .course.connect import API_KEY_ENV, URL_ENV
+    from .course.local_server import LocalServer
+
+    env = dict(os.environ)
+    server = None
+    if not env.get(URL_ENV):
+        print(f"Starting the local Messages API server on port {args.port} ...", flush=True)
+        server = LocalServer(port=args.port).start()
+        env[URL_ENV], env[API_KEY_ENV] = server.url, server.api_key
+        print(f"Server ready at {server.url} (OpenAI base_url {server.base_url}); its log: {server.log_path}", flush=True)
+    try:
+        return subprocess.call([sys.executable, "-m", "jupyter", "lab", args.notebooks, *args.jupyter_args], env=env)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tgi-course", description="Local Messages API server and course tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     download_parser.set_defaults(func=download)
     info_parser = commands.add_parser("info", help="Show versions, device and model cache as JSON.")
     info_parser.set_defaults(func=info)
+    lab_parser = commands.add_parser("lab", help="Start a local server and open the course in JupyterLab.")
+    lab_parser.add_argument("--port", type=int, default=3000)
+    lab_parser.add_argument("--notebooks", default="notebooks")
+    lab_parser.add_argument("jupyter_args", nargs="*", help="extra arguments for jupyter lab")
+    lab_parser.set_defaults(func=lab)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

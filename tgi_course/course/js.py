@@ -1,0 +1,118 @@
+"""Run JavaScript from a Python notebook with Node.js: the ``%%node`` cell magic.
+
+Notebook 03 teaches the npm ``openai`` package. Rather than a second Jupyter kernel (which would need
+its own kernelspec, and could not start the course's local server by itself), each JavaScript cell is
+handed to ``node`` as an ES module. The Python kernel keeps the connection, so the notebook still runs
+on its own, and nbval checks the JavaScript cells' output like any other.
+
+Usage in a notebook::
+
+    %load_ext tgi_course.course.js
+    from tgi_course.course import js
+    js.use_connection(conn)       # exports TGI_BASE_URL, TGI_API_KEY and TGI_MODEL to node
+
+    %%node
+    import OpenAI from "openai";
+    ...
+
+The code runs from the folder holding ``package.json`` (the repository root), so ``import ... from
+"openai"`` resolves to the version pinned in ``package-lock.json``. Top-level ``await`` works.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["NodeError", "load_ipython_extension", "node_project_dir", "run_node", "use_connection"]
+
+#: Extra environment variables for every ``%%node`` cell; :func:`use_connection` fills it.
+NODE_ENV: dict[str, str] = {}
+
+
+class NodeError(RuntimeError):
+    """Node.js is missing, the npm packages are not installed, or the script failed."""
+
+
+def node_project_dir() -> Path:
+    """The folder with ``package.json`` and ``node_modules``: the working directory or one of its parents,
+    else the repository root of this package."""
+    starts = [Path.cwd(), Path(__file__).resolve().parents[2]]
+    for start in starts:
+        for folder in (start, *start.parents):
+            if (folder / "package.json").is_file():
+                return folder
+    raise NodeError("No package.json found; run the notebook from a checkout of the course.")
+
+
+def use_connection(conn: Any) -> None:
+    """Give ``%%node`` cells the server's address, key and model as environment variables."""
+    NODE_ENV.update({"TGI_BASE_URL": conn.base_url, "TGI_API_KEY": conn.api_key, "TGI_MODEL": conn.model})
+
+
+def _pump(fd: int, sink: IO[str]) -> None:
+    # Forward node's output as it arrives (whatever bytes are ready), so a streamed answer appears
+    # token by token instead of all at once when node exits.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while chunk := os.read(fd, 4096):
+        sink.write(decoder.decode(chunk))
+        sink.flush()
+    sink.write(decoder.decode(b"", final=True))
+    sink.flush()
+
+
+def run_node(code: str, env: Mapping[str, str] | None = None, timeout: float = 300.0) -> None:
+    """Run ``code`` as an ES module with Node.js; its stdout and stderr go to this process' streams.
+
+    Raises :class:`NodeError` when node exits with a non-zero status.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise NodeError("Node.js is not installed (node not found on PATH); install Node 20 or newer.")
+    project = node_project_dir()
+    if not (project / "node_modules").is_dir():
+        raise NodeError(f"npm packages are missing in {project}; run `npm ci` there (or `make setup`).")
+    process = subprocess.Popen(
+        [node, "--input-type=module", "-"],
+        cwd=project,
+        env={**os.environ, **NODE_ENV, **(env or {})},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout.fileno(), sys.stdout), daemon=True),  # type: ignore[union-attr]
+        threading.Thread(target=_pump, args=(process.stderr.fileno(), sys.stderr), daemon=True),  # type: ignore[union-attr]
+    ]
+    for pump in pumps:
+        pump.start()
+    assert process.stdin is not None
+    process.stdin.write(code.encode("utf-8"))
+    process.stdin.close()
+    try:
+        status = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise NodeError(f"node did not finish within {timeout:.0f} s") from None
+    finally:
+        for pump in pumps:
+            pump.join(timeout=5)
+    if status != 0:
+        raise NodeError(f"node exited with status {status}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tgi_course.course.js`` registers the ``%%node`` cell magic."""
+
+    def node(line: str, cell: str) -> None:
+        run_node(cell)
+
+    ipython.register_magic_function(node, magic_kind="cell", magic_name="node")
