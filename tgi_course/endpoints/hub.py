@@ -45,7 +45,9 @@ def use_local_endpoints(
     """
     global _active
     if _active is not None and _active.running:
-        return _active
+        if state_dir is None or Path(state_dir).expanduser() == _active.settings.state_dir:
+            return _active
+        use_real_endpoints()  # another state folder was asked for: switch control planes
     control_plane = LocalEndpoints(state_dir, port=port, **settings)
     try:
         control_plane.start()

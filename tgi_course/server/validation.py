@@ -234,6 +234,7 @@ class Validator:
             stop=stop,
             logprobs=bool(request.logprobs),
             top_logprobs=top_logprobs,
+            ignore_eos=request.ignore_eos,
             **sampling,
         )
         return Prepared(text, ids, self.per_choice(base, count))
@@ -275,6 +276,7 @@ class Validator:
                 stop=stop,
                 logprobs=logprobs is not None,
                 top_logprobs=logprobs or 0,
+                ignore_eos=request.ignore_eos,
                 **sampling,
             )
             prepared.append(Prepared(text, ids, self.per_choice(base, count)))

@@ -69,6 +69,7 @@ class ChatCompletionRequest(_Lenient):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None  # vLLM/TGI extension
+    ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens (benchmarks)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     response_format: dict[str, Any] | None = None
@@ -92,6 +93,7 @@ class CompletionRequest(_Lenient):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    ignore_eos: bool = False
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None

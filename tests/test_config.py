@@ -1,0 +1,44 @@
+"""Settings: TGI's names, aliases, CLI flags on top, and cross-checks that name both settings."""
+
+import pytest
+
+from tgi_course.config import ConfigError, ServerConfig
+
+
+def test_env_names_and_alias():
+    config = ServerConfig.from_sources(env={"MAX_INPUT_LENGTH": "100", "MAX_TOTAL_TOKENS": "200", "MESSAGES_API_ENABLED": "true", "CORS_ALLOW_ORIGIN": "http://a,http://b"})
+    assert config.max_input_tokens == 100 and config.max_total_tokens == 200
+    assert config.messages_api_enabled is True and config.cors_allow_origin == ("http://a", "http://b")
+    assert ServerConfig.from_sources(env={"MAX_INPUT_TOKENS": "5", "MAX_INPUT_LENGTH": "9"}).max_input_tokens == 5
+
+
+def test_flags_override_env():
+    config = ServerConfig.from_sources(env={"PORT": "8080"}, overrides={"port": "9090"})
+    assert config.port == 9090
+    assert ServerConfig.from_sources(env={}).port == 3000  # TGI launcher's default
+
+
+@pytest.mark.parametrize(
+    "settings,words",
+    [
+        ({"max_input_tokens": 100, "max_total_tokens": 100}, ["MAX_INPUT_TOKENS (100)", "MAX_TOTAL_TOKENS (100)"]),
+        ({"max_input_tokens": 100, "max_total_tokens": 200, "max_batch_prefill_tokens": 50}, ["MAX_BATCH_PREFILL_TOKENS (50)", "MAX_INPUT_TOKENS (100)"]),
+        ({"max_total_tokens": 200, "max_batch_total_tokens": 100}, ["MAX_BATCH_TOTAL_TOKENS (100)", "MAX_TOTAL_TOKENS (200)"]),
+        ({"max_total_tokens": 99999}, ["MAX_TOTAL_TOKENS (99999)", "max_position_embeddings"]),
+    ],
+)
+def test_inconsistent_limits_name_both(settings, words):
+    with pytest.raises(ConfigError) as caught:
+        ServerConfig(**settings).resolve_limits(8192)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_bad_value_names_the_variable():
+    with pytest.raises(ConfigError, match="PORT"):
+        ServerConfig.from_sources(env={"PORT": "eighty"})
+
+
+def test_defaults_derive_from_the_model():
+    config = ServerConfig().resolve_limits(8192)
+    assert config.max_total_tokens == 4096 and config.max_input_tokens == 4095
