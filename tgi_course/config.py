@@ -125,7 +125,9 @@ class ServerConfig:
         total = self.max_total_tokens or min(model_max_positions, 4096)
         max_input = self.max_input_tokens or total - 1
         prefill = self.max_batch_prefill_tokens or max(max_input, 4096)
-        batch_total = self.max_batch_total_tokens or max(total * 8, 16_384)
+        # Admission reserves prompt + max_new_tokens per request; 16 full-length requests fit by default
+        # (about 1.5 GB of bf16 KV cache for the default model).
+        batch_total = self.max_batch_total_tokens or max(total * 16, 65_536)
         resolved = _replace(
             self,
             max_total_tokens=total,

@@ -132,3 +132,27 @@ def test_health_metrics_docs_and_openapi(server):
         assert name in metrics
     assert http.get(f"{server.url}/docs").status_code == 200
     assert "/v1/chat/completions" in http.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_error_bodies_match_tgi_error_response(server, check):
+    response = http.post(f"{server.url}/v1/chat/completions", json={"messages": []})
+    check("ErrorResponse", response.json())
+
+
+def test_health_is_503_when_the_engine_is_down(start_server):
+    server = start_server()
+    server.state.engine.stop()
+    response = http.get(f"{server.url}/health")
+    assert response.status_code == 503
+    assert response.json() == {"error": "unhealthy", "error_type": "healthcheck"}
+
+
+def test_cors_allows_the_configured_origin(start_server):
+    server = start_server(cors_allow_origin=("http://notebook.local",))
+    preflight = http.options(
+        f"{server.url}/v1/chat/completions",
+        headers={"Origin": "http://notebook.local", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+    )
+    assert preflight.headers.get("access-control-allow-origin") == "http://notebook.local"
+    other = http.get(f"{server.url}/info", headers={"Origin": "http://elsewhere"})
+    assert "access-control-allow-origin" not in other.headers

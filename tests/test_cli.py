@@ -1,0 +1,30 @@
+"""The console script: `tgi-course info` and `tgi-course download` as a learner runs them."""
+
+import json
+import subprocess
+import sys
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tgi_course", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_info_reports_device_and_default_model():
+    result = run("info")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device"] in {"cpu", "cuda"}
+    assert report["default_model"]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert report["settings"]["port"] == 3000
+
+
+def test_download_is_idempotent_and_says_where():
+    result = run("download")
+    assert result.returncode == 0, result.stderr
+    assert "ready at" in result.stdout
+
+
+def test_serve_help_lists_tgi_variable_names():
+    result = run("serve", "--help")
+    for name in ("MAX_INPUT_TOKENS/MAX_INPUT_LENGTH", "MAX_TOTAL_TOKENS", "MESSAGES_API_ENABLED", "API_KEY", "HOSTNAME"):
+        assert name in result.stdout
