@@ -16,6 +16,7 @@ from .local_server import LocalServer
 
 URL_ENV = "TGI_COURSE_URL"
 API_KEY_ENV = "TGI_COURSE_API_KEY"
+MODEL_ENV = "TGI_COURSE_MODEL"  # for servers whose /v1/models does not name the served model
 
 _shared_server: LocalServer | None = None
 
@@ -47,7 +48,9 @@ class Connection:
 
     @property
     def model(self) -> str:
-        """The served model's id, from ``/v1/models`` (TGI, vLLM and OpenAI all answer it)."""
+        """The served model's id: ``$TGI_COURSE_MODEL`` if set, else the first of ``/v1/models``."""
+        if self._model is None and os.environ.get(MODEL_ENV):
+            self._model = os.environ[MODEL_ENV]
         if self._model is None:
             response = httpx.get(f"{self.url}/v1/models", headers=self.headers, timeout=30)
             response.raise_for_status()
