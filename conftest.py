@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Endpoint records of this run stay in a folder of its own: parallel runs and a learner's own
+    # endpoints (~/.cache/tgi-course/endpoints) never see each other.
+    if "TGI_COURSE_ENDPOINTS_DIR" not in os.environ:
+        os.environ["TGI_COURSE_ENDPOINTS_DIR"] = tempfile.mkdtemp(prefix="tgi-course-endpoints-")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -61,6 +61,11 @@ SETTINGS: dict[str, Setting] = {
     "threads": Setting(("TGI_COURSE_THREADS",), "CPU threads for torch (0 = all cores)."),
 }
 
+def server_env_names() -> set[str]:
+    """Every environment variable a server reads: a parent's values must not leak into a child server."""
+    return {name for setting in SETTINGS.values() for name in setting.env}
+
+
 # TGI's launcher default port; the docker image listens on 80 instead.
 DEFAULT_PORT = 3000
 DEFAULT_MODEL_ID = "default"

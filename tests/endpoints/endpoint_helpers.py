@@ -41,11 +41,13 @@ def seed_kwargs(**overrides: Any) -> dict[str, Any]:
 
 
 def server_pids() -> list[int]:
-    """Endpoint servers started by this test process (they are its direct children)."""
+    """Endpoint servers started by this test process's control planes (not, e.g., a suite-wide server)."""
+    from tgi_course.endpoints.process import endpoint_of
+
     pids = []
     for child in psutil.Process().children():
         try:
-            if "tgi_course" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+            if child.status() != psutil.STATUS_ZOMBIE and endpoint_of(child.pid):
                 pids.append(child.pid)
         except psutil.Error:
             pass

@@ -47,7 +47,7 @@ def test_namespace_comes_from_local_whoami(hub):
     assert constants.INFERENCE_ENDPOINTS_ENDPOINT == hub.control_plane.api_url
 
 
-def test_unavailable_model_fails_with_a_message_naming_it_and_the_offline_models(hub, failed):
+def test_unavailable_model_fails_with_a_message_naming_it_and_the_offline_models(hub, failed, default_model_available):
     assert failed.status == "failed"
     assert failed.url is None
     message = failed.raw["status"]["message"]
@@ -70,6 +70,14 @@ def test_duplicate_name_is_409(failed):
     assert status_of(error.value) == 409
 
 
+def test_changing_the_model_redeploys_and_a_failed_update_is_update_failed(failed):
+    failed.update(repository="another-org/also-missing")
+    with pytest.raises(InferenceEndpointError, match="failed to update"):
+        failed.wait(timeout=60, refresh_every=0.2)
+    assert failed.status == "updateFailed"
+    assert "another-org/also-missing" in failed.raw["status"]["message"]
+
+
 @pytest.mark.parametrize("call", ["get", "pause", "delete"])
 def test_unknown_endpoint_is_404(hub, call):
     from huggingface_hub import HfApi
@@ -87,7 +95,7 @@ def test_invalid_payload_is_400_naming_the_problem(hub):
 
 
 def test_actions_not_allowed_in_the_current_state_are_400(failed):
-    with pytest.raises(HfHubHTTPError, match="state 'failed'") as error:
+    with pytest.raises(HfHubHTTPError, match="state 'updateFailed'") as error:
         failed.scale_to_zero()
     assert status_of(error.value) == 400
     failed.pause()
@@ -138,3 +146,22 @@ def test_use_real_endpoints_restores_the_client(hub):
         assert HfApi._inner_whoami is not local_whoami
     finally:
         hub.restart()
+
+
+def test_a_server_left_by_an_earlier_session_is_killed_only_if_it_is_that_endpoints(tmp_path):
+    import subprocess
+    import sys
+
+    from tgi_course.endpoints import process
+
+    env = {"TGI_COURSE_ENDPOINT": "learner/left-over", "PATH": "/usr/bin:/bin"}
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True)
+    try:
+        started = process.started_at(stray.pid)
+        assert not process.kill_stale(stray.pid, started, "learner/another-endpoint")
+        assert not process.kill_stale(stray.pid, started + 100, "learner/left-over")  # a recycled pid
+        assert process.kill_stale(stray.pid, started, "learner/left-over")
+        assert process.wait_gone([stray.pid]) == []
+    finally:
+        stray.kill()
+        stray.wait()

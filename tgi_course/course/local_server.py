@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,25 +13,10 @@ from typing import Any
 
 import httpx
 
-from ..config import ServerConfig
+from ..config import ServerConfig, server_env_names
+from ..processes import free_port, launch_command
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel sends SIGTERM to the server when the process that started it dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: the atexit handler below still stops the server on a normal exit
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
+__all__ = ["LocalServer", "free_port"]
 
 class LocalServer:
     """``tgi-course serve`` in a child process, on a free loopback port unless told otherwise.
@@ -73,16 +55,16 @@ class LocalServer:
     def start(self) -> LocalServer:
         if self.running:
             return self
-        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+        # Settings the notebook's own environment may carry must not leak in: this server's are explicit.
+        env = {k: v for k, v in os.environ.items() if k not in server_env_names()}
         env.update(self.config.to_env())
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tgi_course", "serve"],
+            launch_command([sys.executable, "-m", "tgi_course", "serve"]),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         log.close()
         atexit.register(self.stop)
@@ -137,6 +119,3 @@ class LocalServer:
     def __repr__(self) -> str:
         return f"LocalServer(url={self.url!r}, running={self.running})"
 
-
-# Settings a LocalServer decides itself; inherited values from the notebook's environment must not leak in.
-_SERVER_ENV = {name for setting in __import__("tgi_course.config", fromlist=["SETTINGS"]).SETTINGS.values() for name in setting.env}

@@ -2,76 +2,46 @@
 
 Guarantee: no server outlives the Python process that started it. Three layers, because each
 alone has a gap:
-- ``PR_SET_PDEATHSIG`` (Linux) makes the kernel SIGKILL the server when the *thread* that spawned it
-  dies, which covers a crashed or SIGKILLed owner. The control plane therefore spawns from its
-  long-lived event-loop thread, never from a short-lived worker thread.
+- ``PR_SET_PDEATHSIG`` via :func:`tgi_course.processes.launch_command` kills the server when the
+  *thread* that spawned it dies, which covers a crashed or SIGKILLed owner. The control plane therefore
+  spawns from its long-lived event-loop thread, never from a short-lived worker thread.
 - The control plane stops every server on shutdown and at interpreter exit (atexit).
 - On start, a record whose process is still alive from an earlier session is killed (see the supervisor).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
-_PR_SET_PDEATHSIG = 1
+from ..config import server_env_names  # standard library only: cheap
+from ..processes import free_port, launch_command
 
+__all__ = ["free_port", "launch_command"]  # re-exported for the supervisor
 
-def _load_prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved once in the parent: the child (between fork and exec) should do as little as possible.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """preexec_fn: ask the kernel to SIGKILL this child when its parent thread exits."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # The parent may have died between fork() and prctl(): then nobody will signal us.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+ENDPOINT_MARKER_ENV = "TGI_COURSE_ENDPOINT"
 
 
 # Server settings a parent process might have exported for its own server: they must not leak into
 # an endpoint, whose only configuration is its payload (like a container, which sees none of the host's).
-def _server_setting_names() -> set[str]:
-    from ..config import SETTINGS  # standard library only: cheap
-
-    return {name for setting in SETTINGS.values() for name in setting.env}
-
-
 def build_env(
-    base: Mapping[str, str], endpoint_env: Mapping[str, str], *, model_id: str, host: str, port: int
+    base: Mapping[str, str], endpoint_env: Mapping[str, str], *, endpoint: str, model_id: str, host: str, port: int
 ) -> dict[str, str]:
-    """The server's environment: the parent's minus server settings, plus the endpoint's, plus where to listen."""
-    blocked = _server_setting_names()
+    """The server's environment: the parent's minus server settings, plus the endpoint's, plus where to listen.
+
+    ``endpoint`` ("namespace/name") is exported as ``TGI_COURSE_ENDPOINT``: it marks the process as this
+    endpoint's server, so a later session can tell it from any other process (see :func:`kill_stale`).
+    """
+    blocked = server_env_names() | {ENDPOINT_MARKER_ENV}
     env = {key: value for key, value in base.items() if key not in blocked}
     env.update(endpoint_env)
-    env.update({"MODEL_ID": model_id, "HOSTNAME": host, "PORT": str(port)})
+    env.update({"MODEL_ID": model_id, "HOSTNAME": host, "PORT": str(port), ENDPOINT_MARKER_ENV: endpoint})
     # Logs go to a file that the learner may read: no progress bars in it.
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -84,7 +54,7 @@ def spawn(command: Sequence[str], env: Mapping[str, str], log_path: Path) -> sub
         log.write(f"[control plane] starting: {' '.join(command)} (MODEL_ID={env.get('MODEL_ID')}, PORT={env.get('PORT')})\n".encode())
         log.flush()
         return subprocess.Popen(
-            list(command),
+            launch_command(command),
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -92,11 +62,11 @@ def spawn(command: Sequence[str], env: Mapping[str, str], log_path: Path) -> sub
             # Own session: a Ctrl-C in the owner's terminal must not kill servers behind the control plane's back,
             # and stop() can signal the whole group (including anything the server itself started).
             start_new_session=True,
-            preexec_fn=lambda parent=os.getpid(): _die_with_parent(parent),
         )
 
 
 def started_at(pid: int) -> float | None:
+    """The process's start time: with the pid, it identifies one process (pids get recycled)."""
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -115,15 +85,23 @@ def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
     return proc.returncode
 
 
-def kill_stale(pid: int, pid_started: float | None) -> bool:
-    """Kill a server left alive by an earlier session; True if one was found. Checks it is really ours."""
+def endpoint_of(pid: int) -> str | None:
+    """The "namespace/name" a process serves, if it is an endpoint server (None otherwise or if gone)."""
+    try:
+        return psutil.Process(pid).environ().get(ENDPOINT_MARKER_ENV)
+    except psutil.Error:
+        return None
+
+
+def kill_stale(pid: int, pid_started: float | None, endpoint: str) -> bool:
+    """Kill a server left alive by an earlier session; True if one was found. Checks it is really that one."""
     try:
         process = psutil.Process(pid)
         if pid_started is None or abs(process.create_time() - pid_started) > 1.0:
             return False  # the pid was recycled by an unrelated process
-        if "tgi_course" not in " ".join(process.cmdline()):
-            return False
     except psutil.Error:
+        return False
+    if endpoint_of(pid) != endpoint:
         return False
     _signal_group(pid, signal.SIGKILL)
     try:

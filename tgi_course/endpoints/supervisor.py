@@ -24,7 +24,7 @@ import httpx
 from . import availability, process
 from . import spec as specs
 from .errors import EndpointExists, EndpointNotFound, NotAllowed, Unavailable
-from .records import ACTIVE_STATES, EndpointRecord, State
+from .records import ACTIVE_STATES, EndpointRecord, State, now_iso
 from .settings import ControlPlaneSettings
 from .store import EndpointStore
 
@@ -59,7 +59,7 @@ class Supervisor:
         stale: list[str] = []
         for record in self.store.load_all():
             self.records[record.key] = record
-            if record.pid is not None and process.kill_stale(record.pid, record.pid_started):
+            if record.pid is not None and process.kill_stale(record.pid, record.pid_started, f"{record.namespace}/{record.name}"):
                 self.store.note(record.namespace, record.name, f"killed server pid {record.pid} left by an earlier session")
             if record.state in ACTIVE_STATES:
                 stale.append(f"{record.namespace}/{record.name}")
@@ -210,13 +210,11 @@ class Supervisor:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def _set(self, record: EndpointRecord, state: State, message: str, *, url: bool | None = None) -> None:
-        from .records import now_iso
-
         record.state, record.message, record.updated_at = state, message, now_iso()
         if url is not None:
             record.url_visible = url
-        if state not in ACTIVE_STATES:
-            self._waking.discard(record.key)
+        if state is State.RUNNING or state not in ACTIVE_STATES:
+            self._waking.discard(record.key)  # the wake-up is over, one way or the other
         if record.key in self.records:  # a deleted endpoint must not be written back
             self.store.save(record)
 
@@ -241,6 +239,9 @@ class Supervisor:
                 del self._boots[key]
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("starting %s failed", key, exc_info=finished.exception())
+                proc = self._procs.pop(key, None)
+                if proc is not None:  # a server may have been started before the error: do not leave it behind
+                    asyncio.get_running_loop().run_in_executor(None, process.stop, proc)
                 self._fail(record, failed, f"Internal error of the local control plane: {finished.exception()!r}")
 
         task.add_done_callback(done)
@@ -253,7 +254,9 @@ class Supervisor:
             self._fail(record, failed, problem)
             return
         port = process.free_port()
-        env = process.build_env(os.environ, specs.server_env(record.spec), model_id=model_id, host="127.0.0.1", port=port)
+        env = process.build_env(
+            os.environ, specs.server_env(record.spec), endpoint=f"{key[0]}/{key[1]}", model_id=model_id, host="127.0.0.1", port=port
+        )
         proc = process.spawn(self.settings.server_command, env, self.store.log_path(*key))
         self._procs[key] = proc
         record.pid, record.port, record.pid_started = proc.pid, port, process.started_at(proc.pid)
