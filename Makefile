@@ -13,13 +13,11 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
 PORT ?= 3000
 
-# Quiet, reproducible notebook runs: progress bars and telemetry would land in nbval's stderr comparison.
-export TQDM_DISABLE ?= 1
-export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+# Quiet, reproducible, offline test runs: progress bars would land in nbval's stderr comparison, and
+# nothing may reach for the Hub. `make course` keeps the learner's environment (a real Inference
+# Endpoint needs the Hub), and the package itself never needs the network.
+QUIET_OFFLINE := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False TOKENIZERS_PARALLELISM=false
 export ANONYMIZED_TELEMETRY ?= False
-export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup course test serve download test-fast test-portability clean-venv
 
@@ -56,10 +54,10 @@ serve: setup
 	$(PY) -m tgi_course serve --port $(PORT)
 
 test: setup
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg --durations=15
+	$(QUIET_OFFLINE) $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg --durations=15
 
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow"
+	$(QUIET_OFFLINE) $(PY) -m pytest tests -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV) node_modules
@@ -75,6 +73,6 @@ test-portability: setup
 	trap "kill $$pid 2>/dev/null; rm -rf $$hub_cache" EXIT; \
 	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:$(PORTABILITY_PORT)/health > /dev/null && break; sleep 1; done; \
 	curl -sf http://127.0.0.1:$(PORTABILITY_PORT)/health > /dev/null || { cat $$log; exit 1; }; \
-	TGI_COURSE_URL=http://127.0.0.1:$(PORTABILITY_PORT) TGI_COURSE_MODEL="$$model_dir" \
+	$(QUIET_OFFLINE) TGI_COURSE_URL=http://127.0.0.1:$(PORTABILITY_PORT) TGI_COURSE_MODEL="$$model_dir" \
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
 		notebooks/02_*.ipynb notebooks/04_*.ipynb notebooks/05_*.ipynb notebooks/06_*.ipynb
