@@ -118,17 +118,11 @@ class Validator:
             raise validation_error(f"Input validation error: `seed` must be in [0, 2^64), got {seed}")
         return seed
 
-    def openai_sampling(
-        self,
-        *,
-        temperature: float | None,
-        top_p: float | None,
-        top_k: int | None,
-        frequency_penalty: float | None,
-        presence_penalty: float | None,
-        repetition_penalty: float | None,
-        logit_bias: dict[str, float] | None,
-    ) -> dict[str, Any]:
+    def openai_sampling(self, request: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
+        """Checks and defaults of the sampling fields chat and text completions share."""
+        temperature, top_p, top_k = request.temperature, request.top_p, request.top_k
+        frequency_penalty, presence_penalty = request.frequency_penalty, request.presence_penalty
+        repetition_penalty, logit_bias = request.repetition_penalty, request.logit_bias
         _check_range("temperature", temperature, 0.0, 2.0)
         _check_range("top_p", top_p, 0.0, 1.0, low_open=True)
         _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0)
@@ -212,15 +206,7 @@ class Validator:
                     f"Input validation error: `top_logprobs` must be between 0 and {self.config.max_top_n_tokens} "
                     f"(MAX_TOP_N_TOKENS), got {top_logprobs}"
                 )
-        sampling = self.openai_sampling(
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            frequency_penalty=request.frequency_penalty,
-            presence_penalty=request.presence_penalty,
-            repetition_penalty=request.repetition_penalty,
-            logit_bias=request.logit_bias,
-        )
+        sampling = self.openai_sampling(request)
         count = self.choice_count("n", request.n)
         stop = self.stop_sequences(request.stop)
         seed = self.seed(request.seed)
@@ -250,15 +236,7 @@ class Validator:
             )
         if request.best_of is not None and request.best_of != (request.n or 1):
             raise validation_error("Input validation error: `best_of` different from `n` is not supported")
-        sampling = self.openai_sampling(
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            frequency_penalty=request.frequency_penalty,
-            presence_penalty=request.presence_penalty,
-            repetition_penalty=request.repetition_penalty,
-            logit_bias=request.logit_bias,
-        )
+        sampling = self.openai_sampling(request)
         count = self.choice_count("n", request.n)
         stop = self.stop_sequences(request.stop)
         seed = self.seed(request.seed)

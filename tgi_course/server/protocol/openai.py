@@ -50,17 +50,15 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Lenient):
-    messages: list[ChatMessage]
+class _GenerationFields(_Lenient):
+    """Fields that chat and text completions share, with OpenAI's names."""
+
     model: str | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     repetition_penalty: float | None = None  # TGI extension
     logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
     max_tokens: int | None = None
-    max_completion_tokens: int | None = None
     n: int | None = None
     seed: int | None = None
     stop: Union[str, list[str], None] = None
@@ -70,34 +68,25 @@ class ChatCompletionRequest(_Lenient):
     top_p: float | None = None
     top_k: int | None = None  # vLLM/TGI extension
     ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens (benchmarks)
+    user: str | None = None
+
+
+class ChatCompletionRequest(_GenerationFields):
+    messages: list[ChatMessage]
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    max_completion_tokens: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
 
-class CompletionRequest(_Lenient):
+class CompletionRequest(_GenerationFields):
     prompt: Union[str, list[str], list[int], list[list[int]]]
-    model: str | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    repetition_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    logprobs: int | None = None
-    max_tokens: int | None = None
-    n: int | None = None
-    seed: int | None = None
-    stop: Union[str, list[str], None] = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    ignore_eos: bool = False
+    logprobs: int | None = None  # here: how many top tokens, as in OpenAI's legacy API
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    user: str | None = None
 
 
 # -- responses ---------------------------------------------------------------------------------
