@@ -82,7 +82,8 @@ def run_node(code: str, env: Mapping[str, str] | None = None, timeout: float = 3
     process = subprocess.Popen(
         [node, "--input-type=module", "-"],
         cwd=project,
-        env={**os.environ, **NODE_ENV, **(env or {})},
+        # Plain output: ipykernel asks child processes for colours, which would put ANSI codes in the notebook.
+        env={**os.environ, "FORCE_COLOR": "0", "NO_COLOR": "1", "NODE_DISABLE_COLORS": "1", **NODE_ENV, **(env or {})},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -102,9 +103,16 @@ def run_node(code: str, env: Mapping[str, str] | None = None, timeout: float = 3
         process.kill()
         process.wait()
         raise NodeError(f"node did not finish within {timeout:.0f} s") from None
+    except BaseException:  # an interrupted cell must not leave node running
+        process.kill()
+        process.wait()
+        raise
     finally:
         for pump in pumps:
             pump.join(timeout=5)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
     if status != 0:
         raise NodeError(f"node exited with status {status}")
 

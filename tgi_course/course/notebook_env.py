@@ -34,6 +34,8 @@ _IGNORED_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # langchain-community announces its sunset on import; we use it only for WebBaseLoader.
     (r".*langchain-community.* is being sunset", DeprecationWarning),
     (r".*langchain-community.* is being sunset", UserWarning),
+    # tqdm.auto looks for Jupyter widgets on import; with bars disabled we do not need them.
+    (r"IProgress not found", Warning),
 )
 
 _NOISY_LOGGERS = (

@@ -43,7 +43,7 @@ __all__ = [
 
 #: Characters per chunk and overlap. Small chunks keep the prompt short, which matters twice on a
 #: laptop: prefill time grows with the prompt, and a 135M model loses the thread in long contexts.
-CHUNK_SIZE = 400
+CHUNK_SIZE = 500
 CHUNK_OVERLAP = 50
 #: Chunks retrieved per question (the corpus' own advice for small models: between 2 and 5).
 TOP_K = 3

@@ -1,0 +1,91 @@
+"""The benchmark harness runs end to end and writes what the report, plots and notebook read.
+
+Behaviour only: a tiny workload against a real local server. Speed is never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tgi_course import LocalServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LEVEL_FIELDS = {
+    "target", "concurrency", "requests", "completed", "errors", "tokens", "wall_s", "aggregate_tok_s",
+    "per_stream_decode_tok_s", "per_stream_e2e_tok_s", "ttft_p50_s", "ttft_p95_s", "itl_p50_ms", "itl_p95_ms",
+    "token_source", "load_avg_1m_before", "error_messages",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tiny_workload_against_a_local_server_writes_results_and_plots(tmp_path):
+    with LocalServer() as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "--tiny", "--url", server.url, "--ignore-eos", "--out", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = tmp_path.glob("bench-*.json")
+    result = json.loads(path.read_text())
+
+    assert result["workload"]["max_tokens"] == 4 and result["workload"]["rounds"] == 1
+    assert result["machine"]["cpu_count"] and result["machine"]["load_avg_before"]
+    [target] = result["targets"]
+    assert target["name"] == "url" and target["error"] is None
+    levels = {lv["concurrency"]: lv for lv in target["levels"]}
+    assert sorted(levels) == [1, 2]
+    for concurrency, lv in levels.items():
+        assert LEVEL_FIELDS <= set(lv)
+        assert lv["errors"] == 0 and lv["completed"] == concurrency
+        # ignore_eos reached our server: every stream generated exactly max_tokens, counted by the server.
+        assert lv["tokens"] == 4 * concurrency and lv["token_source"] == "usage"
+        assert lv["aggregate_tok_s"] > 0 and 0 < lv["ttft_p50_s"] <= lv["ttft_p95_s"]
+        assert lv["itl_p50_ms"] is not None
+    assert {r["name"] for r in result["ratios"]} >= {"TTFT p50 at 16 streams", "server ready, warm cache"}
+    assert "| url | 2 |" in done.stdout  # the table a person reads
+    assert {p.name for p in tmp_path.glob("*.png")} == {f"{path.stem}-throughput.png", f"{path.stem}-ttft.png"}
+
+
+def test_target_specs_and_percentiles():
+    from bench.stats import percentile
+    from bench.targets import parse_spec
+
+    assert parse_spec("tgi-course@1,4,16", (1,)) == ("tgi-course", (1, 4, 16))
+    assert parse_spec("engine", (1, 2)) == ("engine", (1, 2))
+    with pytest.raises(ValueError, match="unknown target"):
+        parse_spec("vllm", (1,))
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([0.0, 10.0], 0.95) == pytest.approx(9.5)
+
+
+def test_ratios_read_one_run():
+    from bench.report import ratios
+
+    def lv(target, c, agg, decode, ttft):
+        return {"target": target, "concurrency": c, "completed": c, "aggregate_tok_s": agg, "per_stream_decode_tok_s": decode, "ttft_p50_s": ttft}
+
+    result = {
+        "targets": [
+            {"name": "tgi-course", "levels": [lv("tgi-course", 1, 50, 60, 0.1), lv("tgi-course", 16, 300, 20, 1.0)]},
+            {"name": "engine", "levels": [lv("engine", 1, 55, 62, 0.1)]},
+            {"name": "llama-cpp", "levels": [lv("llama-cpp", 1, 100, 120, 0.05)]},
+            {"name": "llama-cpp-server", "levels": [lv("llama-cpp-server", 16, 100, 110, 5.0)]},
+        ],
+        "ready_seconds_warm_cache": [4.0, 2.0, 3.0],
+    }
+    got = {r.name: (round(r.value, 3), r.met) for r in ratios(result)}
+    assert got == {
+        "single-stream decode, our HTTP vs llama.cpp in-process": (0.5, False),
+        "aggregate at 16 streams, ours vs llama-cpp-python server": (3.0, True),
+        "HTTP+SSE vs in-process engine (single stream)": (round(60 / 62, 3), True),
+        "TTFT p50 at 16 streams": (1.0, True),
+        "server ready, warm cache": (3.0, True),
+    }
