@@ -151,12 +151,17 @@ def test_use_real_endpoints_restores_the_client(hub):
 def test_a_server_left_by_an_earlier_session_is_killed_only_if_it_is_that_endpoints(tmp_path):
     import subprocess
     import sys
+    import time
 
     from tgi_course.endpoints import process
 
     env = {"TGI_COURSE_ENDPOINT": "learner/left-over", "PATH": "/usr/bin:/bin"}
     stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True)
     try:
+        # On a loaded machine /proc may still show the pre-exec environment for a moment.
+        deadline = time.monotonic() + 20
+        while process.endpoint_of(stray.pid) != "learner/left-over" and time.monotonic() < deadline:
+            time.sleep(0.05)
         started = process.started_at(stray.pid)
         assert not process.kill_stale(stray.pid, started, "learner/another-endpoint")
         assert not process.kill_stale(stray.pid, started + 100, "learner/left-over")  # a recycled pid
