@@ -52,27 +52,30 @@ def _load_avgs() -> list[float] | None:
         return None
 
 
-def wait_for_quiet(threshold: float, deadline_utc: str | None, poll_s: float) -> str:
-    """Block until the 1-minute load average drops below ``threshold``, or until ``deadline_utc`` (HH:MM).
+def deadline_from(hh_mm: str | None) -> dt.datetime | None:
+    """The next HH:MM UTC from now (today, or tomorrow if already past)."""
+    if not hh_mm:
+        return None
+    hour, minute = map(int, hh_mm.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return deadline if deadline >= now else deadline + dt.timedelta(days=1)
+
+
+def wait_for_quiet(threshold: float, deadline: dt.datetime | None, poll_s: float) -> str:
+    """Block until the 1-minute load average drops below ``threshold``, or until ``deadline``.
 
     Returns a sentence for the results file: the figures only mean something on a quiet machine, so the
     reader must know whether it was.
     """
     started = time.monotonic()
-    deadline = None
-    if deadline_utc:
-        hour, minute = map(int, deadline_utc.split(":"))
-        now = dt.datetime.now(dt.timezone.utc)
-        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if deadline < now:
-            deadline += dt.timedelta(days=1)
     while True:
         load = load_avg_1m()
         waited = (time.monotonic() - started) / 60
         if load is None or load < threshold:
-            return f"waited {waited:.0f} min for 1-min load < {threshold} (it was {load})"
+            return f"waited {waited:.1f} min for 1-min load < {threshold} (it was {load:.2f})" if load is not None else "no load average here"
         if deadline is not None and dt.datetime.now(dt.timezone.utc) >= deadline:
-            return f"NOT QUIET: gave up waiting at {deadline_utc} UTC after {waited:.0f} min, 1-min load {load:.2f} >= {threshold}"
+            return f"NOT QUIET: stopped waiting at {deadline:%H:%M} UTC after {waited:.1f} min, 1-min load {load:.2f} >= {threshold}"
         print(f"[bench] {time.strftime('%H:%M:%S')} load {load:.2f} >= {threshold}; waiting", file=sys.stderr, flush=True)
         time.sleep(poll_s)
 
@@ -96,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-repeats", type=int, default=3, help="extra LocalServer().start() timings (with tgi-course)")
     p.add_argument("--wait-quiet", type=float, metavar="LOAD", help="first wait until the 1-minute load average is below LOAD")
     p.add_argument("--wait-until", metavar="HH:MM", help="with --wait-quiet: stop waiting at this UTC time and measure anyway")
+    p.add_argument("--quiet-between", action="store_true", help="with --wait-quiet: wait again before each target (the load of the previous one decays in about a minute)")
     p.add_argument("--poll", type=float, default=60.0, help="seconds between load checks")
     p.add_argument("--out", default=str(report.RESULTS), help="folder for the JSON and PNG files")
     p.add_argument("--no-plots", action="store_true")
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     options = Options(logs=out / "tmp" / "logs", peers_venv=args.peers_venv, threads=args.threads, url=args.url,
                       model=args.model, api_key=args.api_key, ignore_eos=args.ignore_eos)  # fmt: skip
 
-    quiet = wait_for_quiet(args.wait_quiet, args.wait_until, args.poll) if args.wait_quiet else "no wait for a quiet machine was asked"
+    deadline = deadline_from(args.wait_until)
+    quiet = wait_for_quiet(args.wait_quiet, deadline, args.poll) if args.wait_quiet else "no wait for a quiet machine was asked"
     created = dt.datetime.now(dt.timezone.utc)
     result: dict[str, Any] = {
         "schema": "tgi-course-bench/1",
@@ -135,23 +140,34 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "targets": [],
         "ready_seconds_warm_cache": [],
     }
-    for name, target_levels in plan:
-        print(f"[bench] {name} @ {','.join(map(str, target_levels))} ...", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{created.strftime('%Y%m%dT%H%M%SZ')}.json"
+    for index, (name, target_levels) in enumerate(plan):
+        between = None
+        if index and args.wait_quiet and args.quiet_between:
+            # Others may have started work since: each target starts on a quiet machine, or says it did not.
+            between = wait_for_quiet(args.wait_quiet, deadline, 15.0)
+        print(f"[bench] {time.strftime('%H:%M:%S')} {name} @ {','.join(map(str, target_levels))} ...", file=sys.stderr, flush=True)
         outcome = run_target(name, target_levels, workload, options)
         if outcome.error:
             print(f"[bench] {name} failed: {outcome.error.splitlines()[0]}", file=sys.stderr, flush=True)
+        if between is not None:
+            outcome.info["quiet_wait"] = between
         result["targets"].append(asdict(outcome))
         if name == "tgi-course" and outcome.ready_seconds is not None:
             from .servers import time_local_server_starts
 
             result["ready_seconds_warm_cache"] = [outcome.ready_seconds, *time_local_server_starts(args.ready_repeats)]
+        _write(path, result, complete=False)  # an interrupted run keeps the targets it measured
     result["machine"]["load_avg_after"] = _load_avgs()
-    result["ratios"] = [{**asdict(r), "met": r.met} for r in report.ratios(result)]
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{created.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    _write(path, result, complete=True)
     return path, result
+
+
+def _write(path: Path, result: dict[str, Any], complete: bool) -> None:
+    result["complete"] = complete
+    result["ratios"] = [{**asdict(r), "met": r.met} for r in report.ratios(result)]
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,14 @@ OURS, ENGINE, LLAMA_SERVER, LLAMA_INPROC = "tgi-course", "engine", "llama-cpp-se
 
 
 def latest(folder: Path = RESULTS, pattern: str = "bench-*.json") -> Path:
-    """The newest results file (names carry a UTC timestamp, so name order is time order)."""
-    files = sorted(folder.glob(pattern))
+    """The newest complete results file (names carry a UTC timestamp, so name order is time order)."""
+    files = sorted(folder.glob(pattern), reverse=True)
+    for path in files:
+        if load(path).get("complete", True):  # an interrupted run only if nothing else is there
+            return path
     if not files:
         raise FileNotFoundError(f"no {pattern} in {folder}: run `python -m bench` first")
-    return files[-1]
+    return files[0]
 
 
 def load(path: Path | str) -> dict[str, Any]:
@@ -126,8 +129,9 @@ def machine_line(result: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     w = result["workload"]
+    partial = "" if result.get("complete", True) else " (INTERRUPTED: only the targets below were measured)"
     head = (
-        f"Run {result['created']} — {machine_line(result)}\n\n"
+        f"Run {result['created']}{partial} — {machine_line(result)}\n\n"
         f"Workload: {len(w['prompts'])} prompts, greedy, max_tokens {w['max_tokens']}, at least {w['rounds']} round(s) and {w.get('min_streams', 0)} streams per level, "
         f"{w['warmup_requests']} warm-up request(s); a level of N = N requests sent at once, per round.\n"
     )
