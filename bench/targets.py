@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tgi_course.processes import free_port
+from tgi_course.processes import free_port, launch_command
 
 from . import servers
 from .http_client import run_levels
@@ -100,7 +100,10 @@ def _run_http(name: str, levels: tuple[int, ...], workload: Workload, options: O
 
 
 def _run_child(name: str, levels: tuple[int, ...], workload: Workload, options: Options, result: TargetResult) -> None:
-    """In-process targets run in a child: their own environment, and their memory gone afterwards."""
+    """In-process targets run in a child: their own environment, and their memory gone afterwards.
+
+    Launched so that it dies with the harness: an interrupted run must not leave a model decoding.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         workload_file, out_file = Path(scratch) / "workload.json", Path(scratch) / "result.json"
         workload_file.write_text(json.dumps(workload.to_dict()))
@@ -117,7 +120,7 @@ def _run_child(name: str, levels: tuple[int, ...], workload: Workload, options: 
         log = options.logs / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as sink:
-            done = subprocess.run(command, cwd=repo, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600)
+            done = subprocess.run(launch_command(command), cwd=repo, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:4])} exited {done.returncode}:\n{servers._tail(log)}")
         child = json.loads(out_file.read_text())
