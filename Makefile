@@ -19,12 +19,13 @@ PORT ?= 3000
 QUIET_OFFLINE := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False TOKENIZERS_PARALLELISM=false
 export ANONYMIZED_TELEMETRY ?= False
 
-.PHONY: help setup course test serve download test-fast test-portability clean-venv
+.PHONY: help setup course test serve download test-fast test-portability bench bench-peers clean-venv
 
 help:
 	@echo "make course   set up, then open the course in JupyterLab with a local server"
 	@echo "make test     set up, then run the whole suite (notebooks included)"
 	@echo "make serve    set up, then run the Messages API server alone on port $(PORT)"
+	@echo "make bench    set up (peers included: llama-cpp-python builds 10-30 min), then benchmark side by side"
 
 setup: $(STAMP) $(NODE_STAMP) download
 
@@ -60,7 +61,7 @@ test-fast: setup
 	$(QUIET_OFFLINE) $(PY) -m pytest tests -m "not slow"
 
 clean-venv:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) $(PEERS_VENV) node_modules
 
 # Portability proof: notebooks 02, 04, 05 and 06 against a server this project did not write
 # (`transformers serve`, pinned to the same converted model), through TGI_COURSE_URL only.
@@ -76,3 +77,15 @@ test-portability: setup
 	$(QUIET_OFFLINE) TGI_COURSE_URL=http://127.0.0.1:$(PORTABILITY_PORT) TGI_COURSE_MODEL="$$model_dir" \
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
 		notebooks/02_*.ipynb notebooks/04_*.ipynb notebooks/05_*.ipynb notebooks/06_*.ipynb
+
+# The benchmark's peers: llama-cpp-python built from source (10-30 min) in its own venv, so .venv's pins and
+# `make test` never pay for it. Idempotent (stamp file inside the venv).
+PEERS_VENV := .venv-peers
+bench-peers:
+	PYTHON=$(PYTHON) PEERS_VENV=$(PEERS_VENV) bash bench/make_peers.sh
+
+# Issue 5: ours and every peer side by side in one run; JSON + PNG in bench/results/.
+# On a shared machine: make bench BENCH_ARGS="--all --wait-quiet 0.6 --quiet-between --wait-until HH:MM"
+BENCH_ARGS ?= --all
+bench: setup bench-peers
+	$(QUIET_OFFLINE) $(PY) -m bench --peers-venv $(PEERS_VENV) $(BENCH_ARGS)

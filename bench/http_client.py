@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from .stats import LevelResult, StreamSample, load_avg_1m, summarise
 from .workload import Workload
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,17 @@ async def run_level(target: str, endpoint: Endpoint, workload: Workload, concurr
     return summarise(target, concurrency, workload.rounds_for(concurrency), samples, errors, wall, time.process_time() - cpu_before, load_before, load_avg_1m())
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from code that already runs an event loop (a notebook): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_levels(target: str, endpoint: Endpoint, workload: Workload, levels: tuple[int, ...]) -> tuple[list[LevelResult], list[str]]:
     """Warm up once, then every level in order. Returns the levels and any warm-up errors."""
-    warm_errors = asyncio.run(warm_up(endpoint, workload))
-    return [asyncio.run(run_level(target, endpoint, workload, c)) for c in levels], warm_errors
+    warm_errors = _run(warm_up(endpoint, workload))
+    return [_run(run_level(target, endpoint, workload, c)) for c in levels], warm_errors
