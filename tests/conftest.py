@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,26 +49,22 @@ class RunningServer:
         return AsyncOpenAI(base_url=self.base_url, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def start_server(loaded_model) -> Iterator[Callable[..., RunningServer]]:
     """Factory: a real uvicorn server on a loopback port, with the given settings, sharing the loaded model."""
     import uvicorn
 
     from tgi_course.config import ServerConfig
+    from tgi_course.processes import free_port
     from tgi_course.server import build_app
 
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**settings: Any) -> RunningServer:
-        port = _free_port()
+    def start(loaded: Any = None, **settings: Any) -> RunningServer:
+        """``loaded`` replaces the shared model (e.g. a copy with another chat template)."""
+        port = free_port()
         config = ServerConfig.from_sources(env={}, overrides={"port": port, **settings})
-        app = build_app(config, loaded_model)
+        app = build_app(config, loaded or loaded_model)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

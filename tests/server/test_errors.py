@@ -148,33 +148,9 @@ def test_template_error_is_422_template_error(start_server, loaded_model):
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
     strict.tokenizer = tokenizer
-    server = _serve_loaded(start_server, strict)
+    server = start_server(loaded=strict).url
     response = http.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "system", "content": "Be brief."}, *HI]})
     assert response.status_code == 422
     assert response.json() == {"error": "Template error: System role not supported", "error_type": "template_error"}
     assert http.post(f"{server}/v1/chat/completions", json={"messages": HI, "max_tokens": 2}).status_code == 200
 
-
-def _serve_loaded(start_server, loaded) -> str:
-    """start_server shares the session's model; this variant serves a modified copy on its own port."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from tgi_course.config import ServerConfig
-    from tgi_course.course.local_server import free_port
-    from tgi_course.server import build_app
-
-    port = free_port()
-    app = build_app(ServerConfig(port=port), loaded)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if http.get(f"{url}/health").status_code == 200:
-                return url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")

@@ -29,7 +29,10 @@ class LocalServer:
         settings.setdefault("hostname", "127.0.0.1")
         self.config = ServerConfig.from_sources(env={}, overrides={**settings, "port": port or free_port(settings["hostname"])})
         self.startup_timeout = startup_timeout
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tgi-course-server-", suffix=".log")[1])
+        if log_path is None:
+            handle, log_path = tempfile.mkstemp(prefix="tgi-course-server-", suffix=".log")
+            os.close(handle)  # only the name is needed; the child process opens the file itself
+        self.log_path = Path(log_path)
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- addresses -------------------------------------------------------------------------------

@@ -100,8 +100,8 @@ def _redirect_hub(url: str, token: str | None) -> None:
         }
     constants.INFERENCE_ENDPOINTS_ENDPOINT = f"{url}/v2"
     HfApi._inner_whoami = _local_whoami(url)
-    set_client_factory(_let_through(_saved["client_factory"], url))
-    set_async_client_factory(_let_through_async(_saved["async_client_factory"], url))
+    set_client_factory(_let_through(_saved["client_factory"], url, _skip_for))
+    set_async_client_factory(_let_through(_saved["async_client_factory"], url, _skip_for_async))
     if token is not None or get_token() is None:
         os.environ["HF_TOKEN"] = token or PLACEHOLDER_TOKEN
         _saved["token_set"] = True
@@ -119,24 +119,16 @@ def _local_whoami(url: str) -> Callable[..., dict]:
     return inner_whoami
 
 
-def _let_through(factory: Callable[[], Any], url: str) -> Callable[[], Any]:
-    """A client factory whose request hooks (offline check, request id) skip requests to ``url``."""
+def _let_through(factory: Callable[[], Any], url: str, skip: Callable[..., Callable[[Any], Any]]) -> Callable[[], Any]:
+    """A client factory whose request hooks (offline check, request id) skip requests to ``url``.
+
+    ``skip`` wraps one hook: :func:`_skip_for` for the sync client, :func:`_skip_for_async` for the async one.
+    """
 
     def make_client() -> Any:
         client = factory()
         hooks = client.event_hooks
-        hooks["request"] = [_skip_for(url, hook) for hook in hooks.get("request", [])]
-        client.event_hooks = hooks
-        return client
-
-    return make_client
-
-
-def _let_through_async(factory: Callable[[], Any], url: str) -> Callable[[], Any]:
-    def make_client() -> Any:
-        client = factory()
-        hooks = client.event_hooks
-        hooks["request"] = [_skip_for_async(url, hook) for hook in hooks.get("request", [])]
+        hooks["request"] = [skip(url, hook) for hook in hooks.get("request", [])]
         client.event_hooks = hooks
         return client
 

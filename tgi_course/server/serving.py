@@ -115,7 +115,6 @@ async def stream_chat(
 ) -> AsyncIterator[str]:
     """SSE data strings of a streamed chat completion, OpenAI's shape, ending with ``[DONE]``."""
     chunk_id, created = completion_id("chatcmpl"), int(time.time())
-    usage_field: dict[str, Any] = {}
 
     def chunk(choices: list[oa.ChunkChoice], usage: oa.Usage | None = None) -> str:
         body = oa.ChatCompletionChunk(
@@ -147,13 +146,13 @@ async def stream_chat(
     metrics.success("chat_completions", time.perf_counter() - started, finishes)
     if include_usage:
         completion_tokens = sum(f.generated_tokens for f in finishes)
-        usage_field = {"prompt_tokens": len(prepared.prompt_ids), "completion_tokens": completion_tokens}
+        prompt_tokens = len(prepared.prompt_ids)
         yield chunk(
             [],
             oa.Usage(
-                prompt_tokens=usage_field["prompt_tokens"],
+                prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
-                total_tokens=usage_field["prompt_tokens"] + completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
             ),
         )
     yield "[DONE]"
