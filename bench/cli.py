@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="bursts per level, at least")
     p.add_argument("--min-streams", type=int, default=8, help="more rounds at low levels until this many streams are measured")
+    p.add_argument("--repeat", type=int, default=1, help="run the whole target list this many times, alternating; ratios use each figure's median (process-to-process step times vary by 10-20%%)")
     p.add_argument("--warmup", type=int, default=4, help="warm-up requests per target (not measured)")
     p.add_argument("--tiny", action="store_true", help="max_tokens 4, 1 round, levels 1 2: checks the plumbing, measures nothing")
     p.add_argument("--url", help="an OpenAI-compatible server root (adds the url target)")
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     specs = args.targets or (ALL if args.all else (["url"] if args.url else ["tgi-course", "engine@1"]))
     if args.url and not any(s.partition("@")[0] == "url" for s in specs):
         specs = [*specs, "url"]
-    plan = list(iter_specs(specs, levels))  # fails early on an unknown name
+    # Alternating whole passes (A B A B ...) rather than A A B B: slow drifts of the machine hit both sides.
+    plan = list(iter_specs(specs, levels)) * max(1, args.repeat)  # fails early on an unknown name
     out = Path(args.out)
     options = Options(logs=out / "tmp" / "logs", peers_venv=args.peers_venv, threads=args.threads, url=args.url,
                       model=args.model, api_key=args.api_key, ignore_eos=args.ignore_eos)  # fmt: skip
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         if between is not None:
             outcome.info["quiet_wait"] = between
         result["targets"].append(asdict(outcome))
-        if name == "tgi-course" and outcome.ready_seconds is not None:
+        if name == "tgi-course" and outcome.ready_seconds is not None and not result["ready_seconds_warm_cache"]:
             from .servers import time_local_server_starts
 
             result["ready_seconds_warm_cache"] = [outcome.ready_seconds, *time_local_server_starts(args.ready_repeats)]

@@ -41,9 +41,20 @@ def level(result: dict[str, Any], target: str, concurrency: int) -> dict[str, An
     return None
 
 
+def levels_of(result: dict[str, Any], target: str, concurrency: int) -> list[dict[str, Any]]:
+    """Every measured entry of one target at one level (several when the run used ``--repeat``)."""
+    return [
+        lv
+        for t in result["targets"]
+        if t["name"] == target
+        for lv in t["levels"]
+        if lv["concurrency"] == concurrency and lv["completed"] > 0
+    ]
+
+
 def _field(result: dict[str, Any], target: str, concurrency: int, name: str) -> float | None:
-    lv = level(result, target, concurrency)
-    return None if lv is None else lv.get(name)
+    values = [lv[name] for lv in levels_of(result, target, concurrency) if lv.get(name) is not None]
+    return statistics.median(values) if values else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -89,3 +89,16 @@ def test_ratios_read_one_run():
         "TTFT p50 at 16 streams": (1.0, True),
         "server ready, warm cache": (3.0, True),
     }
+
+
+def test_ratios_use_the_median_of_repeated_passes():
+    """``--repeat`` runs the target list several times; each figure is the median of its passes."""
+    from bench.report import ratios
+
+    def target(name, decode):
+        return {"name": name, "levels": [{"concurrency": 1, "completed": 1, "per_stream_decode_tok_s": decode}]}
+
+    result = {"targets": [target("engine", 20), target("tgi-course", 19), target("engine", 18), target("tgi-course", 15),
+                          target("engine", 17), target("tgi-course", 18)]}  # fmt: skip
+    http = next(r for r in ratios(result) if r.name.startswith("HTTP+SSE"))
+    assert http.value == pytest.approx(18 / 18)
