@@ -102,3 +102,19 @@ def test_ratios_use_the_median_of_repeated_passes():
                           target("engine", 17), target("tgi-course", 18)]}  # fmt: skip
     http = next(r for r in ratios(result) if r.name.startswith("HTTP+SSE"))
     assert http.value == pytest.approx(18 / 18)
+
+
+def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path):
+    """bench.gpu's plumbing (random model, engine burst, transformers generate, JSON) at a size CI can afford;
+    the real figures need a CUDA machine (Llama-3-8B shape)."""
+    import json
+
+    from bench import gpu
+
+    assert gpu.main(["--shape", "tiny", "--device", "cpu", "--levels", "1", "2", "--max-tokens", "3", "--prompt-tokens", "5", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("gpu-*.json")
+    record = json.loads(path.read_text())
+    assert [r["streams"] for r in record["rows"]] == [1, 2]
+    for row in record["rows"]:
+        assert row["engine"]["tokens"] == row["streams"] * 3 == row["transformers_generate"]["tokens"]
+        assert row["engine"]["aggregate_tok_s"] > 0 and row["transformers_generate"]["ttft_p50_s"] > 0
