@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..config import ServerConfig
 from ..engine import BatchLimits, Engine
+from ..engine.constraints import Grammars
 from ..models import LoadedModel, load, resolve
 from .errors import install_error_handlers
 from .metrics import Metrics
@@ -77,6 +78,13 @@ class PayloadLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _logits_width(model: object, tokenizer: object) -> int:
+    """Columns of the model's logits (a grammar's token mask must be as wide; it can exceed the tokenizer's size)."""
+    config = getattr(model, "config", None)
+    width = getattr(config, "vocab_size", None)
+    return int(width) if width else len(tokenizer)  # type: ignore[arg-type]
+
+
 def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
     """An app around a loaded model; the engine starts with the app and stops with it."""
     config = config.resolve_limits(loaded.max_position_embeddings)
@@ -95,7 +103,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
         config=config,
         loaded=loaded,
         engine=engine,
-        validator=Validator(config, loaded.tokenizer),
+        validator=Validator(config, loaded.tokenizer, Grammars(loaded.tokenizer, _logits_width(loaded.model, loaded.tokenizer), sorted(loaded.eos_token_ids))),
         metrics=Metrics(engine),
         facts=ModelFacts(name=name, fingerprint=f"tgi-course-{__version__}-{loaded.device.type}-{str(loaded.dtype).removeprefix('torch.')}"),
         admission=Admission(config.max_concurrent_requests),

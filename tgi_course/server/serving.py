@@ -16,6 +16,7 @@ from typing import Any
 from ..engine import Engine, ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
 from .errors import generation_error
 from .metrics import Metrics
+from . import tool_calls
 from .protocol import openai as oa
 from .validation import Prepared
 
@@ -83,14 +84,13 @@ def chat_completion(facts: ModelFacts, prepared: Prepared, results: list[ChoiceR
         logprobs = None
         if prepared.choices[index].logprobs:
             logprobs = oa.ChoiceLogprobs(content=[_logprob_entry(t) for t in result.tokens])
-        choices.append(
-            oa.ChatChoice(
-                index=index,
-                message=oa.AssistantMessage(content=result.finish.text),
-                logprobs=logprobs,
-                finish_reason=OPENAI_FINISH[result.finish.reason],
-            )
-        )
+        message, finish_reason = oa.AssistantMessage(content=result.finish.text), OPENAI_FINISH[result.finish.reason]
+        if prepared.tools is not None:
+            reply = tool_calls.read_reply(result.finish.text)
+            message = oa.AssistantMessage(content=reply.content, tool_calls=[tool_calls.tool_call_dict(reply)] if reply.is_call else None)
+            if reply.is_call and finish_reason != "length":
+                finish_reason = "tool_calls"
+        choices.append(oa.ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish_reason))
     completion_tokens = sum(r.finish.generated_tokens for r in results if r.finish)
     return oa.ChatCompletion(
         id=completion_id("chatcmpl"),
@@ -127,8 +127,24 @@ async def stream_chat(
         yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta())])
     started = time.perf_counter()
     finishes: list[FinishEvent] = []
+    streamers = [tool_calls.CallStreamer() for _ in prepared.choices] if prepared.tools is not None else None
     async with aclosing(engine.stream_many(_requests([prepared]))) as events:
         async for index, event in events:
+            if streamers is not None and not isinstance(event, ErrorEvent):
+                # Function calling: the output is JSON the client never sees as such; it becomes tool-call deltas.
+                if isinstance(event, TokenEvent):
+                    deltas = streamers[index].feed(event.text)
+                    reason = None
+                else:
+                    finishes.append(event)
+                    deltas, was_call = streamers[index].finish()
+                    reason = OPENAI_FINISH[event.reason]
+                    reason = "tool_calls" if was_call and reason != "length" else reason
+                for delta in deltas:
+                    yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta(**delta) if "content" in delta else oa.ChatDelta(content=None, **delta))])
+                if reason is not None:
+                    yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta(), finish_reason=reason)])
+                continue
             if isinstance(event, TokenEvent):
                 wants_logprobs = prepared.choices[index].logprobs
                 if not event.text and not wants_logprobs:

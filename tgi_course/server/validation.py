@@ -6,6 +6,7 @@ fix the request from the error alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,7 +15,9 @@ import torch
 
 from ..config import ServerConfig
 from ..engine import SamplingParams, encode, render_chat
+from ..engine.constraints import CompiledGrammar, GrammarError, Grammars
 from ..engine.params import LogitsProcessor
+from . import tool_calls
 from .errors import ApiError, validation_error
 from .protocol.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
 from .protocol.tgi import GenerateParameters
@@ -30,6 +33,7 @@ class Prepared:
     prompt_text: str
     prompt_ids: list[int]
     choices: tuple[SamplingParams, ...]
+    tools: tool_calls.ToolPlan | None = None  # set when the model's output is a function call (or no_tool text)
 
 
 def _check_range(name: str, value: float | None, low: float, high: float, low_open: bool = False) -> None:
@@ -62,14 +66,69 @@ def _logit_bias_processor(bias: dict[str, float], vocab_size: int) -> LogitsProc
     return apply
 
 
+def _schema_value(field: str, value: Any) -> dict[str, Any]:
+    """A schema given as an object or as JSON text (TGI accepts both)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise validation_error(f"Input validation error: `{field}` is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise validation_error(f"Input validation error: `{field}` must be a JSON schema object")
+    return value
+
+
+def constrained(choices: tuple[SamplingParams, ...], grammar: CompiledGrammar | None) -> tuple[SamplingParams, ...]:
+    """Give every choice its own grammar matcher (a matcher follows one sequence)."""
+    if grammar is None:
+        return choices
+    return tuple(replace(c, logits_processors=(*c.logits_processors, grammar.processor())) for c in choices)
+
+
 class Validator:
     """Turns wire requests into prompts and :class:`SamplingParams`, enforcing the server's limits."""
 
-    def __init__(self, config: ServerConfig, tokenizer: Any) -> None:
+    def __init__(self, config: ServerConfig, tokenizer: Any, grammars: Grammars | None = None) -> None:
         assert config.max_input_tokens is not None and config.max_total_tokens is not None
         self.config = config
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
+        self.grammars = grammars
+
+    # -- constrained output ----------------------------------------------------------------------
+    def _compile(self, field: str, build: Any) -> CompiledGrammar:
+        if self.grammars is None:
+            raise validation_error(f"Input validation error: `{field}` needs constrained decoding, which this server has not set up")
+        try:
+            return build(self.grammars)
+        except GrammarError as exc:
+            raise validation_error(f"Input validation error: `{field}`: {exc}") from None
+
+    def response_grammar(self, field: str, response_format: dict[str, Any] | None) -> CompiledGrammar | None:
+        """OpenAI's ``json_object`` / ``json_schema`` and TGI's ``json`` / ``json_object`` / ``regex`` / ``json_schema``."""
+        if not response_format:
+            return None
+        kind = response_format.get("type", "text")
+        value = response_format.get("value")
+        if kind == "text":
+            return None
+        if kind == "regex":
+            if not isinstance(value, str):
+                raise validation_error(f"Input validation error: `{field}.value` must be a regular expression string")
+            return self._compile(field, lambda g: g.regex(value))
+        if kind in ("json", "json_object"):
+            schema = _schema_value(field, value) if value is not None else {"type": "object"}
+        elif kind == "json_schema":
+            # OpenAI: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}; TGI: {"value": {"name", "schema"}}.
+            config = response_format.get("json_schema", value)
+            if not isinstance(config, dict) or "schema" not in config:
+                raise validation_error(f"Input validation error: `{field}.json_schema.schema` is required for type 'json_schema'")
+            schema = _schema_value(f"{field}.json_schema.schema", config["schema"])
+        else:
+            raise validation_error(
+                f"Input validation error: `{field}.type` must be one of 'text', 'json_object', 'json_schema', 'json', 'regex'; got {kind!r}"
+            )
+        return self._compile(field, lambda g: g.for_schema(schema))
 
     # -- shared pieces -------------------------------------------------------------------------
     def check_prompt(self, prompt_ids: list[int]) -> None:
@@ -184,17 +243,28 @@ class Validator:
             rendered.append(entry)
         return rendered
 
-    def render(self, messages: list[ChatMessage]) -> tuple[str, list[int]]:
-        text = render_chat(self.tokenizer, self.template_messages(messages))
+    def render(self, messages: list[ChatMessage], plan: tool_calls.ToolPlan | None = None, tools: list[dict[str, Any]] | None = None) -> tuple[str, list[int]]:
+        entries = self.template_messages(messages)
+        extra: dict[str, Any] = {}
+        if tool_calls.template_supports_tools(self.tokenizer):
+            if plan is not None:
+                extra["tools"] = tools
+        elif plan is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in entries):
+            entries = tool_calls.fallback_messages(entries, plan)
+        text = render_chat(self.tokenizer, entries, **extra)
         return text, encode(self.tokenizer, text)
 
     def chat(self, request: ChatCompletionRequest) -> Prepared:
-        if request.tools and request.tool_choice != "none":
-            raise ApiError(422, "tool_error", "Input validation error: `tools` (function calling) is not supported by this server yet")
-        if request.response_format and request.response_format.get("type", "text") != "text":
-            raise validation_error(
-                f"Input validation error: `response_format` type {request.response_format.get('type')!r} is not supported by this server yet"
-            )
+        after_results = bool(request.messages) and request.messages[-1].role == "tool"
+        plan = tool_calls.plan_tools(request.tools, request.tool_choice, after_results)
+        has_format = bool(request.response_format) and request.response_format.get("type", "text") != "text"  # type: ignore[union-attr]
+        if plan is not None and has_format:
+            raise tool_calls.tool_error("`tools` and `response_format` cannot be used together (grammar and tools are mutually exclusive)")
+        grammar = (
+            self._compile("tools", plan.grammar)
+            if plan is not None
+            else self.response_grammar("response_format", request.response_format)
+        )
         if request.max_tokens is not None and request.max_completion_tokens is not None and request.max_tokens != request.max_completion_tokens:
             raise validation_error("Input validation error: give only one of `max_tokens` and `max_completion_tokens`")
         top_logprobs = request.top_logprobs or 0
@@ -210,7 +280,7 @@ class Validator:
         count = self.choice_count("n", request.n)
         stop = self.stop_sequences(request.stop)
         seed = self.seed(request.seed)
-        text, ids = self.render(request.messages)
+        text, ids = self.render(request.messages, plan, request.tools)
         self.check_prompt(ids)
         field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
         requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
@@ -223,7 +293,7 @@ class Validator:
             ignore_eos=request.ignore_eos,
             **sampling,
         )
-        return Prepared(text, ids, self.per_choice(base, count))
+        return Prepared(text, ids, constrained(self.per_choice(base, count), grammar), plan)
 
     # -- completions ---------------------------------------------------------------------------
     def completion(self, request: CompletionRequest) -> list[Prepared]:
@@ -296,8 +366,7 @@ class Validator:
             raise validation_error(
                 f"Input validation error: `top_n_tokens` must be between 0 and {self.config.max_top_n_tokens} (MAX_TOP_N_TOKENS), got {top_n}"
             )
-        if p.grammar is not None:
-            raise ApiError(422, "grammar", "Input validation error: `grammar` is not supported by this server yet")
+        grammar = self.response_grammar("parameters.grammar", p.grammar)
         count = self.choice_count("best_of", p.best_of)
         if count > 1 and not p.do_sample and p.temperature is None and p.top_k is None and p.top_p is None:
             raise validation_error("Input validation error: `best_of` > 1 needs sampling (`do_sample` or a sampling parameter)")
@@ -323,4 +392,4 @@ class Validator:
             logprobs=True,
             top_logprobs=top_n,
         )
-        return Prepared(inputs, ids, self.per_choice(base, count))
+        return Prepared(inputs, ids, constrained(self.per_choice(base, count), grammar))

@@ -144,7 +144,9 @@ class ChatDelta(BaseModel):
     # Every delta names its role and carries a string, even the final empty one: TGI's schema requires
     # both (TextMessage), and OpenAI's clients accept a repeated role.
     role: Literal["assistant"] = "assistant"
-    content: str = ""
+    content: str | None = ""
+    # Only on tool-call deltas (content null there, as OpenAI sends); left out of every other delta.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ChunkChoice(BaseModel):

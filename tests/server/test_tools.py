@@ -1,0 +1,190 @@
+"""Function calling and structured outputs with the official openai client against the real server and model.
+
+The model is SmolLM2-135M: the grammar makes every call valid JSON for its schema; which function it picks
+and what it answers are the model's. Tests check shapes and validity, and the follow-up answers that this
+model gets right greedily (measured, deterministic at temperature 0).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import BaseModel
+
+MULTIPLY = {
+    "type": "function",
+    "function": {
+        "name": "multiply",
+        "description": "Multiply two integers",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
+    },
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+ASK = [{"role": "user", "content": "What is 12 times 34?"}]
+http = httpx.Client(timeout=120)
+
+
+def _schema(tool: dict) -> dict:
+    return tool["function"]["parameters"]
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_call_is_openai_shaped_and_valid_for_its_schema(server, tool_choice):
+    client = server.openai()
+    reply = client.chat.completions.create(
+        model="tgi", messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[WEATHER], tool_choice=tool_choice,
+        temperature=0, max_tokens=60,
+    )  # fmt: skip
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert call.id.startswith("call_")
+    assert isinstance(call.function.arguments, str)  # a JSON string, as OpenAI sends; TGI sends an object
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, _schema(WEATHER))
+    assert arguments["city"] == "Paris"
+
+
+def test_round_trip_with_a_tool_result(server):
+    """auto: the model calls multiply, gets 408 back through a `tool` message, and answers with it."""
+    client = server.openai()
+    first = client.chat.completions.create(model="tgi", messages=ASK, tools=[MULTIPLY, WEATHER], temperature=0, max_tokens=60)
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    (call,) = message.tool_calls
+    assert call.function.name == "multiply" and json.loads(call.function.arguments) == {"a": 12, "b": 34}
+    history = [*ASK, message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "408"}]
+    second = client.chat.completions.create(model="tgi", messages=history, tools=[MULTIPLY, WEATHER], temperature=0, max_tokens=40)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.tool_calls is None
+    assert "408" in second.choices[0].message.content
+
+
+def test_ids_of_calls_are_unique(server):
+    client = server.openai()
+    ids = {
+        client.chat.completions.create(model="tgi", messages=ASK, tools=[MULTIPLY], tool_choice="required", temperature=0, max_tokens=30)
+        .choices[0].message.tool_calls[0].id
+        for _ in range(3)
+    }
+    assert len(ids) == 3
+
+
+def test_streamed_call_arrives_as_openai_deltas(server):
+    body = {"model": "tgi", "messages": ASK, "tools": [MULTIPLY], "tool_choice": "required", "temperature": 0, "max_tokens": 40, "stream": True}
+    with http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
+        payloads = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    assert payloads[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate_json(p) for p in payloads[:-1]]
+    deltas = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    head, fragments = deltas[0].tool_calls[0], [d.tool_calls[0] for d in deltas[1:]]
+    assert head.index == 0 and head.id.startswith("call_") and head.type == "function" and head.function.name == "multiply"
+    assert head.function.arguments == ""
+    assert len(fragments) > 1, "arguments arrive in pieces as they are generated"
+    assert all(f.index == 0 and f.id is None and f.function.name is None for f in fragments)
+    assert json.loads("".join(f.function.arguments for f in fragments)) == {"a": 12, "b": 34}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_stream_helper_accumulates_the_call(server):
+    client = server.openai()
+    with client.chat.completions.stream(model="tgi", messages=ASK, tools=[MULTIPLY], tool_choice="required", temperature=0, max_tokens=40) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    (call,) = final.choices[0].message.tool_calls
+    assert call.function.name == "multiply" and json.loads(call.function.arguments) == {"a": 12, "b": 34}
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_streamed_text_answer_under_auto_is_plain_content(server):
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "tools": [MULTIPLY], "temperature": 0, "max_tokens": 30, "stream": True}
+    with http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
+        payloads = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    chunks = [ChatCompletionChunk.model_validate_json(p) for p in payloads[:-1]]
+    assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and "{" not in text  # no JSON of the no_tool wrapper reaches the client
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+class Person(BaseModel):
+    name: str
+    city: str
+
+
+PASSAGE = "Maria Lopez runs the harbor lab in Valparaiso. Extract the person's name and city as JSON."
+
+
+def test_parse_with_a_pydantic_model(server):
+    client = server.openai()
+    completion = client.chat.completions.parse(model="tgi", messages=[{"role": "user", "content": PASSAGE}], response_format=Person, temperature=0, max_tokens=60)
+    person = completion.choices[0].message.parsed
+    assert isinstance(person, Person)
+    assert completion.choices[0].finish_reason == "stop"
+    assert "Maria" in person.name
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": {"name": "person", "schema": Person.model_json_schema(), "strict": True}},
+        {"type": "json", "value": Person.model_json_schema()},  # TGI's own shape
+        {"type": "json_schema", "value": {"name": "person", "schema": Person.model_json_schema()}},  # TGI 3's json_schema
+    ],
+)
+def test_response_format_shapes_all_validate(server, response_format):
+    body = {"messages": [{"role": "user", "content": PASSAGE}], "response_format": response_format, "temperature": 0, "max_tokens": 60}
+    reply = ChatCompletion.model_validate(http.post(f"{server.url}/v1/chat/completions", json=body).json())
+    jsonschema.validate(json.loads(reply.choices[0].message.content), Person.model_json_schema())
+
+
+def test_json_object_and_regex(server):
+    body = {"messages": [{"role": "user", "content": "Describe a cat in JSON."}], "response_format": {"type": "json_object"}, "temperature": 0, "max_tokens": 80}
+    reply = http.post(f"{server.url}/v1/chat/completions", json=body).json()
+    if reply["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(reply["choices"][0]["message"]["content"]), dict)
+    else:  # cut by max_tokens: still the start of an object
+        assert reply["choices"][0]["message"]["content"].startswith("{")
+    body = {"messages": [{"role": "user", "content": "When was the lab founded?"}], "response_format": {"type": "regex", "value": r"[0-9]{4}"}, "temperature": 0}
+    reply = http.post(f"{server.url}/v1/chat/completions", json=body).json()
+    assert len(reply["choices"][0]["message"]["content"]) == 4 and reply["choices"][0]["message"]["content"].isdigit()
+    generated = http.post(f"{server.url}/generate", json={"inputs": "The year is", "parameters": {"grammar": {"type": "regex", "value": r" [0-9]{4}\."}}}).json()
+    assert generated["generated_text"][1:5].isdigit() and generated["generated_text"].endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("body", "needle", "kind"),
+    [
+        ({"tools": [MULTIPLY], "response_format": {"type": "json_object"}}, "mutually exclusive", "tool_error"),
+        ({"tools": [MULTIPLY], "tool_choice": {"type": "function", "function": {"name": "divide"}}}, "'divide'", "tool_error"),
+        ({"tool_choice": "required"}, "`tools` is empty", "tool_error"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name", "tool_error"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}}}, "invalid JSON schema", "validation"),
+        ({"response_format": {"type": "regex", "value": "([a-z"}}, "invalid regular expression", "validation"),
+        ({"response_format": {"type": "xml"}}, "response_format.type", "validation"),
+    ],
+)
+def test_bad_tools_and_formats_are_422_naming_the_problem(server, body, needle, kind):
+    response = http.post(f"{server.url}/v1/chat/completions", json={"messages": ASK, "max_tokens": 5, **body})
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert needle in error["error"] and error["error_type"] == kind
+    assert http.get(f"{server.url}/health").status_code == 200
