@@ -26,6 +26,11 @@ from .workload import Workload
 
 # -- our engine ------------------------------------------------------------------------------------
 def _engine_from_server_settings() -> tuple[Any, Any, float, dict[str, Any]]:
+    state, load_seconds, info = server_state_from_settings()
+    return state.engine, state.loaded.tokenizer, load_seconds, info
+
+
+def server_state_from_settings() -> tuple[Any, float, dict[str, Any]]:
     """The engine exactly as ``tgi-course serve`` builds it (same settings, limits, threads, dtype).
 
     Going through ``create_app`` rather than constructing ``Engine`` here keeps this measurement honest
@@ -50,7 +55,7 @@ def _engine_from_server_settings() -> tuple[Any, Any, float, dict[str, Any]]:
         "dtype": str(state.loaded.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
     }
-    return state.engine, state.loaded.tokenizer, load_seconds, info
+    return state, load_seconds, info
 
 
 async def _engine_burst(engine: Any, tokenizer: Any, workload: Workload, size: int, max_tokens: int, offset: int) -> tuple[list[StreamSample], list[str]]:
