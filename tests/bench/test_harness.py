@@ -118,3 +118,16 @@ def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path):
     for row in record["rows"]:
         assert row["engine"]["tokens"] == row["streams"] * 3 == row["transformers_generate"]["tokens"]
         assert row["engine"]["aggregate_tok_s"] > 0 and row["transformers_generate"]["ttft_p50_s"] > 0
+
+
+def test_constrained_benchmark_plumbing(tmp_path):
+    """bench.constrained end to end with the real model and the server's validator, at a tiny size."""
+    import json
+
+    from bench import constrained
+
+    assert constrained.main(["--streams", "2", "--max-tokens", "6", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("constrained-*.json")
+    record = json.loads(path.read_text())
+    assert set(record["per_stream_tok_s_from_median_step"]) == {"plain", "json", "mixed"}
+    assert record["json_vs_plain"] > 0 and record["plain_beside_json_vs_plain"] > 0
