@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
-from .report import RESULTS
+from .report import RESULTS, write_record
 
 SCHEMA = {
     "type": "object",
@@ -117,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {value:.1f} | {len(steps[name])} |")
     print(f"\nconstrained vs unconstrained: {result['json_vs_plain']:.3f}x (goal >= 0.8x)")
     print(f"unconstrained beside constrained vs alone: {result['plain_beside_json_vs_plain']:.3f}x (goal >= 0.95x)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"constrained-{result['created'].replace('-', '').replace(':', '')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    print("wrote", write_record(args.out, "constrained", result))
     return 0
 
 

@@ -23,10 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .report import RESULTS
+from .report import RESULTS, write_record
 from .stats import load_avg_1m
 
 _IMPORT_PROBE = r"""
@@ -112,11 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in imports.items():
         print(f"| {name} | {seconds:.2f} |")
     print(f"| total | {sum(imports.values()):.2f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"floor-{result['created'].replace('-', '').replace(':', '')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    print("wrote", write_record(args.out, "floor", result))
     return 0
 
 

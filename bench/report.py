@@ -28,6 +28,15 @@ def latest(folder: Path = RESULTS, pattern: str = "bench-*.json") -> Path:
     return files[0]
 
 
+def write_record(out: Path | str, kind: str, record: dict[str, Any]) -> Path:
+    """Write a figure script's record as ``<out>/<kind>-<UTC time>.json`` (``record["created"]`` is ISO UTC)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{record['created'].replace('-', '').replace(':', '')}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
 def load(path: Path | str) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
