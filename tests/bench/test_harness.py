@@ -131,3 +131,17 @@ def test_constrained_benchmark_plumbing(tmp_path):
     record = json.loads(path.read_text())
     assert set(record["per_stream_tok_s_from_median_step"]) == {"plain", "json", "mixed"}
     assert record["json_vs_plain"] > 0 and record["plain_beside_json_vs_plain"] > 0
+
+
+def test_grammar_library_benchmark_plumbing(tmp_path):
+    """bench.grammar_libs with the real tokenizer: xgrammar (the dependency) measured; absent libraries skipped."""
+    import json
+
+    from bench import grammar_libs
+
+    assert grammar_libs.main(["--repeats", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("grammar-libs-*.json")
+    rows = json.loads(path.read_text())["rows"]
+    measured = {(row["library"], row["grammar"]) for row in rows}
+    assert {("xgrammar", "note schema"), ("xgrammar+engine mask", "tool call")} <= measured
+    assert all(row["step_us_median"] > 0 for row in rows)
