@@ -107,3 +107,26 @@ def test_bad_grammars_say_what_is_wrong(fp32):
         grammars.regex("([a-z")
     with pytest.raises(GrammarError, match="invalid JSON schema"):
         grammars.for_schema({"type": "object", "properties": {"a": {"type": "nonsense"}}})
+
+
+class _BrokenMatcher:
+    def is_terminated(self) -> bool:
+        raise RuntimeError("matcher bug")
+
+
+def test_a_failing_matcher_ends_its_own_sequence_only(fp32):
+    loaded, engine, grammars = fp32
+    broken = grammars.regex(r"[a-z]+").processor()
+    broken._matcher = _BrokenMatcher()  # stands in for a library bug mid-generation
+    plain = SamplingParams(temperature=0, max_new_tokens=12)
+    prompt = _ids(loaded.tokenizer, "Name three colors.")
+    alone = engine.generate(GenerationRequest(prompt, plain)).text
+    results: dict[str, object] = {}
+    jobs = {"plain": SamplingParams(temperature=0, max_new_tokens=12), "broken": SamplingParams(temperature=0, max_new_tokens=12, logits_processors=(broken,))}
+    threads = [threading.Thread(target=lambda k=k, p=p: results.__setitem__(k, engine.generate(GenerationRequest(prompt, p)))) for k, p in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["plain"].text == alone  # type: ignore[attr-defined]
+    assert results["broken"].reason == "eos_token" and results["broken"].generated_tokens == 1  # type: ignore[attr-defined]

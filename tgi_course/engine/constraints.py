@@ -18,6 +18,7 @@ loop on spaces and newlines inside an object until ``max_tokens``.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class GrammarError(ValueError):
@@ -39,28 +42,46 @@ class GrammarProcessor:
     Once the grammar is complete only the stop tokens stay allowed, so the sequence ends on the next step.
     """
 
-    def __init__(self, compiled: Any, vocab_size: int) -> None:
+    def __init__(self, compiled: Any, vocab_size: int, stop_token_ids: Sequence[int] = ()) -> None:
         import xgrammar as xgr
 
         self._xgr = xgr
         self._matcher = xgr.GrammarMatcher(compiled)
         self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self._vocab_size = vocab_size
+        self._stop_token_ids = torch.tensor(sorted(stop_token_ids), dtype=torch.long)
         self._accepted = 0
+        self._failed = False
 
     def __call__(self, generated: Sequence[int], row: torch.Tensor) -> torch.Tensor:
-        for token_id in generated[self._accepted :]:
-            if self._matcher.is_terminated():
-                break  # a stop token was generated under `ignore_eos`: keep the last mask (stop tokens only)
-            self._matcher.accept_token(int(token_id))
-        self._accepted = len(generated)
-        if not self._matcher.is_terminated():
-            self._matcher.fill_next_token_bitmask(self._bitmask)
-        if row.device.type == "cpu":
+        if not self._failed:
+            try:
+                self._advance(generated)
+            except Exception:
+                # The engine fails every request of a step that raises; a matcher that breaks (a library bug,
+                # a token it refuses) ends only its own sequence, on a stop token.
+                log.exception("grammar matcher failed; ending this constrained sequence")
+                self._failed = True
+        if self._failed and self._stop_token_ids.numel():
+            index = self._stop_token_ids.to(row.device)
+            kept = row[index]
+            row.fill_(float("-inf"))
+            row[index] = kept
+        elif row.device.type == "cpu":
             _mask_cpu_row(row, self._bitmask, self._vocab_size)
         else:
             self._xgr.apply_token_bitmask_inplace(row.view(1, -1), self._bitmask.to(row.device, non_blocking=True))
         return row
+
+    def _advance(self, generated: Sequence[int]) -> None:
+        for token_id in generated[self._accepted :]:
+            if self._matcher.is_terminated():
+                break  # a stop token was generated under `ignore_eos`: keep the last mask (stop tokens only)
+            if not self._matcher.accept_token(int(token_id)):
+                raise ValueError(f"the grammar refused token {int(token_id)}, which its own mask allowed")
+        self._accepted = len(generated)
+        if not self._matcher.is_terminated():
+            self._matcher.fill_next_token_bitmask(self._bitmask)
 
 
 def _mask_cpu_row(row: torch.Tensor, bitmask: torch.Tensor, vocab_size: int) -> None:
@@ -81,12 +102,13 @@ def _mask_cpu_row(row: torch.Tensor, bitmask: torch.Tensor, vocab_size: int) -> 
 class CompiledGrammar:
     """A grammar compiled for one tokenizer; ``processor()`` gives each sequence its own matcher."""
 
-    def __init__(self, compiled: Any, vocab_size: int) -> None:
+    def __init__(self, compiled: Any, vocab_size: int, stop_token_ids: Sequence[int] = ()) -> None:
         self._compiled = compiled
         self._vocab_size = vocab_size
+        self._stop_token_ids = tuple(stop_token_ids)
 
     def processor(self) -> GrammarProcessor:
-        return GrammarProcessor(self._compiled, self._vocab_size)
+        return GrammarProcessor(self._compiled, self._vocab_size, self._stop_token_ids)
 
 
 class Grammars:
@@ -118,7 +140,7 @@ class Grammars:
             compiled = compile_with(self._get_compiler())
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError subclasses with a readable message
             raise GrammarError(f"invalid {what}: {_first_line(exc)}") from None
-        return CompiledGrammar(compiled, self._vocab_size)
+        return CompiledGrammar(compiled, self._vocab_size, self._stop_token_ids)
 
     def _json_schema(self, schema_text: str, strict: bool = True) -> CompiledGrammar:
         """``schema_text`` is the schema as JSON text (hashable, so compilations are cached)."""
