@@ -139,3 +139,15 @@ def test_bad_tools_are_422_naming_the_problem(server, body, needle, kind):
     error = response.json()
     assert needle in error["error"] and error["error_type"] == kind
     assert http.get(f"{server.url}/health").status_code == 200
+
+
+def test_chat_tokenize_shows_tools_and_tgi_tool_prompt(server):
+    """TGI's /chat_tokenize renders the tools as generation does; TGI's `tool_prompt` leads the tool list."""
+    body = {"messages": ASK, "tools": [MULTIPLY], "tool_prompt": "Pick a function from this list, as JSON."}
+    text = http.post(f"{server.url}/chat_tokenize", json=body).json()["templated_text"]
+    assert "Pick a function from this list, as JSON.\n{\"name\": \"multiply\"" in text
+    assert "What is 12 times 34?" in text
+    reply = server.openai().chat.completions.create(
+        model="tgi", messages=ASK, tools=[MULTIPLY], tool_choice="required", temperature=0, max_tokens=30, extra_body={"tool_prompt": body["tool_prompt"]}
+    )  # fmt: skip
+    assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments).keys() == {"a", "b"}

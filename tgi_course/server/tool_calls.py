@@ -41,6 +41,7 @@ class ToolPlan:
     functions: tuple[dict[str, Any], ...]  # OpenAI function definitions of the callable tools
     allow_text: bool
     after_results: bool = False  # the conversation ends with tool results
+    prompt: str | None = None  # TGI's `tool_prompt`: replaces the lead-in of the tool list (fallback rendering)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -89,7 +90,9 @@ def _call_schema(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None, after_results: bool = False) -> ToolPlan | None:
+def plan_tools(
+    tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None, after_results: bool = False, tool_prompt: str | None = None
+) -> ToolPlan | None:
     """Check ``tools`` and ``tool_choice`` (OpenAI's shapes); None when the model must answer in plain text."""
     if tool_choice is not None and not tools:
         if tool_choice == "none":
@@ -115,15 +118,15 @@ def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, 
     if choice == "none":
         return None
     if choice == "auto":
-        return ToolPlan(tuple(functions), allow_text=True, after_results=after_results)
+        return ToolPlan(tuple(functions), allow_text=True, after_results=after_results, prompt=tool_prompt)
     if choice == "required":
-        return ToolPlan(tuple(functions), allow_text=False)
+        return ToolPlan(tuple(functions), allow_text=False, prompt=tool_prompt)
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         chosen = [f for f in functions if f["name"] == name]
         if not chosen:
             raise tool_error(f"`tool_choice` names function {name!r}, which is not in `tools` ({', '.join(f['name'] for f in functions)})")
-        return ToolPlan((chosen[0],), allow_text=False)
+        return ToolPlan((chosen[0],), allow_text=False, prompt=tool_prompt)
     raise tool_error(f"`tool_choice` must be 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {choice!r}")
 
 
@@ -137,7 +140,7 @@ def template_supports_tools(tokenizer: Any) -> bool:
 
 def describe_tools(plan: ToolPlan) -> str:
     """System-message text for templates that know no tools: the contract the grammar enforces, in words."""
-    lines = ["You have these functions:"]
+    lines = [plan.prompt or "You have these functions:"]
     for f in plan.functions:
         lines.append(json.dumps({k: f[k] for k in ("name", "description", "parameters") if k in f}))
     lines.append(

@@ -254,9 +254,16 @@ class Validator:
         text = render_chat(self.tokenizer, entries, **extra)
         return text, encode(self.tokenizer, text)
 
-    def chat(self, request: ChatCompletionRequest) -> Prepared:
+    def tool_plan(self, request: ChatCompletionRequest) -> tool_calls.ToolPlan | None:
         after_results = bool(request.messages) and request.messages[-1].role == "tool"
-        plan = tool_calls.plan_tools(request.tools, request.tool_choice, after_results)
+        return tool_calls.plan_tools(request.tools, request.tool_choice, after_results, request.tool_prompt)
+
+    def chat_prompt(self, request: ChatCompletionRequest) -> str:
+        """The prompt text a chat request becomes, tools included (what ``/chat_tokenize`` shows)."""
+        return self.render(request.messages, self.tool_plan(request), request.tools)[0]
+
+    def chat(self, request: ChatCompletionRequest) -> Prepared:
+        plan = self.tool_plan(request)
         has_format = bool(request.response_format) and request.response_format.get("type", "text") != "text"  # type: ignore[union-attr]
         if plan is not None and has_format:
             raise tool_calls.tool_error("`tools` and `response_format` cannot be used together (grammar and tools are mutually exclusive)")

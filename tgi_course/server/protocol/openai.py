@@ -78,6 +78,7 @@ class ChatCompletionRequest(_GenerationFields):
     max_completion_tokens: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
+    tool_prompt: str | None = None  # TGI's: text put before the tool list in the prompt
     response_format: dict[str, Any] | None = None
 
 

@@ -66,7 +66,7 @@ async def tokenize(body: TokenizeRequest, state: AppState = Depends(get_state)) 
 
 @router.post("/chat_tokenize", dependencies=[Depends(require_json)], summary="Apply the chat template and tokenize")
 async def chat_tokenize(body: ChatCompletionRequest, state: AppState = Depends(get_state)) -> dict:
-    text, _ = state.validator.render(body.messages)
+    text = state.validator.chat_prompt(body)  # tools rendered as for generation, as TGI does
     return {
         "tokenize_response": tokenize_with_offsets(state.loaded.tokenizer, text, add_special_tokens=False),
         "templated_text": text,
