@@ -151,3 +151,41 @@ def test_chat_tokenize_shows_tools_and_tgi_tool_prompt(server):
         model="tgi", messages=ASK, tools=[MULTIPLY], tool_choice="required", temperature=0, max_tokens=30, extra_body={"tool_prompt": body["tool_prompt"]}
     )  # fmt: skip
     assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments).keys() == {"a", "b"}
+
+
+# A chat template that knows tools, in the common shape (tool list in the system turn, calls and results in
+# tags), written for this test: the course model's own template has no tool support.
+TOOL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nYou may call these tools:\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'tool' %}<tool_response>{{ m['content'] }}</tool_response>"
+    "{% elif m.get('tool_calls') %}{% for c in m['tool_calls'] %}<tool_call>{{ {'name': c['function']['name'], 'arguments': c['function']['arguments']} | tojson }}</tool_call>{% endfor %}"
+    "{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tool_template_server(start_server, loaded_model):
+    import copy
+
+    model = copy.copy(loaded_model)
+    model.tokenizer = copy.deepcopy(loaded_model.tokenizer)
+    model.tokenizer.chat_template = TOOL_TEMPLATE
+    return start_server(loaded=model)
+
+
+def test_a_template_with_tool_support_renders_tools_calls_and_results(tool_template_server):
+    server = tool_template_server
+    client = server.openai()
+    first = client.chat.completions.create(model="tgi", messages=ASK, tools=[MULTIPLY], tool_choice="required", temperature=0, max_tokens=40)
+    (call,) = first.choices[0].message.tool_calls
+    assert first.choices[0].finish_reason == "tool_calls" and set(json.loads(call.function.arguments)) == {"a", "b"}
+    history = [*ASK, first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "408"}]
+    text = http.post(f"{server.url}/chat_tokenize", json={"messages": history, "tools": [MULTIPLY]}).json()["templated_text"]
+    assert 'You may call these tools:\n{"type": "function", "function": {"name": "multiply", "description": "Multiply two integers"' in text
+    # Arguments reach the template as an object (as Hugging Face templates expect), not as a quoted string.
+    assert f"<tool_call>{json.dumps({'name': 'multiply', 'arguments': json.loads(call.function.arguments)})}</tool_call>" in text
+    assert "<tool_response>408</tool_response>" in text
+    second = client.chat.completions.create(model="tgi", messages=history, tools=[MULTIPLY], temperature=0, max_tokens=30)
+    assert second.choices[0].finish_reason in ("stop", "tool_calls", "length")

@@ -154,6 +154,30 @@ def describe_tools(plan: ToolPlan) -> str:
     return "\n".join(lines)
 
 
+def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages for a template that knows tools: call arguments as objects, not JSON text.
+
+    OpenAI's wire format carries ``arguments`` as a string; Hugging Face chat templates expect a dict
+    (most write ``arguments | tojson``, which would print a string as a quoted, escaped blob), so they are
+    parsed back here, as vLLM does. Arguments that are not JSON are left as they are.
+    """
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                function = dict(call.get("function") or {})
+                if isinstance(function.get("arguments"), str):
+                    try:
+                        function["arguments"] = json.loads(function["arguments"])
+                    except json.JSONDecodeError:
+                        pass
+                calls.append({**call, "function": function})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
 _ANSWER_FROM_RESULTS = "\nUse this to answer."
 
 

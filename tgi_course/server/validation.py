@@ -247,6 +247,7 @@ class Validator:
         entries = self.template_messages(messages)
         extra: dict[str, Any] = {}
         if tool_calls.template_supports_tools(self.tokenizer):
+            entries = tool_calls.template_messages(entries)
             if plan is not None:
                 extra["tools"] = tools
         elif plan is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in entries):
