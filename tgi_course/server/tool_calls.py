@@ -63,7 +63,7 @@ class ToolPlan:
             return grammars.for_schema(options[0] if len(options) == 1 else {"anyOf": options})
         tags = [
             {"type": "tag", "begin": f'{trigger}"{f["name"]}"{comma}"arguments"{colon}',
-             "content": {"type": "json_schema", "json_schema": _parameters(f)}, "end": "}"}
+             "content": {"type": "json_schema", "json_schema": _parameters(f), "max_whitespace_cnt": 1}, "end": "}"}
             for trigger, comma, colon in _TRIGGERS
             for f in self.functions
         ]  # fmt: skip
