@@ -43,10 +43,6 @@ class ToolPlan:
     after_results: bool = False  # the conversation ends with tool results
     prompt: str | None = None  # TGI's `tool_prompt`: replaces the lead-in of the tool list (fallback rendering)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(f["name"] for f in self.functions)
-
     def grammar(self, grammars: Grammars) -> CompiledGrammar:
         """The grammar of the model's whole output.
 
@@ -310,9 +306,9 @@ class CallStreamer:
             self.name = parts[0]
         if self.name == NO_TOOL:
             return deltas  # words inside JSON: sent whole, unescaped, by finish()
-        if self.sent_arguments == 0 and not self._announced:
+        if not self._announced:
             self._announced = True
-            deltas.append({"tool_calls": [{"index": 0, "id": call_id(), "type": "function", "function": {"name": self.name, "arguments": ""}}]})
+            deltas.append(_opening_delta(self.name))
         match = _PREFIX.match(call_text)
         assert match is not None
         available = call_text[match.end() :]
@@ -332,11 +328,16 @@ class CallStreamer:
         if not self._announced:
             if self.call_at > self.sent_content:
                 deltas.append({"content": self.text[self.sent_content : self.call_at].rstrip()})
-            deltas.append({"tool_calls": [{"index": 0, "id": call_id(), "type": "function", "function": {"name": reply.name, "arguments": ""}}]})
+            deltas.append(_opening_delta(reply.name))
         rest = (reply.arguments or "")[self.sent_arguments :]
         if rest:
             deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": rest}}]})
         return deltas, True
+
+
+def _opening_delta(name: str | None) -> dict[str, Any]:
+    """The first delta of a streamed call: index, a fresh id, type and name, arguments still empty."""
+    return {"tool_calls": [{"index": 0, "id": call_id(), "type": "function", "function": {"name": name, "arguments": ""}}]}
 
 
 def _safe_content_end(text: str) -> int:
