@@ -5,7 +5,8 @@
     .venv/bin/python -m bench --url http://host:8000 --concurrency 1 4 16 64   # any OpenAI-compatible server
     .venv/bin/python -m bench --targets tgi-course@1,4,16,64 engine@1 llama-cpp-server@1,4,16
 
-Targets: tgi-course, engine, llama-cpp-server, llama-cpp, transformers-serve, transformers-serve-cb, url;
+Targets: tgi-course, engine, tgi-course-int4, engine-int4 (ours with QUANTIZE=int4), llama-cpp-server, llama-cpp,
+transformers-serve, transformers-serve-cb, url;
 ``name@1,4,16`` sets its concurrency levels. Results: bench/results/bench-<UTC time>.json and two PNG plots
 beside it. Speed is never asserted: figures are for people to read, side by side.
 """
@@ -30,7 +31,7 @@ from .workload import Workload, tiny
 
 # Issue 5's run: ours at every level, each peer where it makes sense (in-process ones single-stream).
 ALL = [
-    "tgi-course@1,4,16,64", "engine@1", "llama-cpp-server@1,4,16", "llama-cpp@1",
+    "tgi-course@1,4,16,64", "engine@1", "tgi-course-int4@1,4,16,64", "llama-cpp-server@1,4,16", "llama-cpp@1",
     "transformers-serve@1,4,16", "transformers-serve-cb@1,4,16",
 ]
 

@@ -25,12 +25,12 @@ from .workload import Workload
 
 
 # -- our engine ------------------------------------------------------------------------------------
-def _engine_from_server_settings() -> tuple[Any, Any, float, dict[str, Any]]:
-    state, load_seconds, info = server_state_from_settings()
+def _engine_from_server_settings(quantize: str | None = None) -> tuple[Any, Any, float, dict[str, Any]]:
+    state, load_seconds, info = server_state_from_settings(quantize)
     return state.engine, state.loaded.tokenizer, load_seconds, info
 
 
-def server_state_from_settings() -> tuple[Any, float, dict[str, Any]]:
+def server_state_from_settings(quantize: str | None = None) -> tuple[Any, float, dict[str, Any]]:
     """The engine exactly as ``tgi-course serve`` builds it (same settings, limits, threads, dtype).
 
     Going through ``create_app`` rather than constructing ``Engine`` here keeps this measurement honest
@@ -42,7 +42,7 @@ def server_state_from_settings() -> tuple[Any, float, dict[str, Any]]:
     from tgi_course.config import ServerConfig
     from tgi_course.server import create_app
 
-    config = ServerConfig.from_sources(env={}, overrides={})  # defaults, as LocalServer() starts with
+    config = ServerConfig.from_sources(env={}, overrides={"quantize": quantize})  # defaults, as LocalServer() starts with
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
     app = create_app(config)
@@ -54,6 +54,7 @@ def server_state_from_settings() -> tuple[Any, float, dict[str, Any]]:
         "device": str(state.loaded.device),
         "dtype": str(state.loaded.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
+        "quantize": quantize,
     }
     return state, load_seconds, info
 
@@ -83,8 +84,8 @@ async def _engine_burst(engine: Any, tokenizer: Any, workload: Workload, size: i
     return samples, errors
 
 
-def run_engine(workload: Workload, levels: list[int], target: str) -> dict[str, Any]:
-    engine, tokenizer, load_seconds, info = _engine_from_server_settings()
+def run_engine(workload: Workload, levels: list[int], target: str, quantize: str | None = None) -> dict[str, Any]:
+    engine, tokenizer, load_seconds, info = _engine_from_server_settings(quantize)
     engine.start()
     try:
         asyncio.run(_engine_burst(engine, tokenizer, workload, max(1, workload.warmup_requests), workload.warmup_max_tokens, 0))
@@ -155,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", help="llama-cpp: the GGUF file")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama-cpp: threads (its default is half the cores)")
     parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--quantize", choices=["int4"], help="engine: QUANTIZE for the server settings")
     args = parser.parse_args(argv)
     workload = Workload.from_dict(json.loads(Path(args.workload).read_text()))
     target = args.target or args.backend
     if args.backend == "engine":
-        result = run_engine(workload, args.levels, target)
+        result = run_engine(workload, args.levels, target, args.quantize)
     else:
         if not args.gguf:
             parser.error("llama-cpp needs --gguf")

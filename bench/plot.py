@@ -15,6 +15,8 @@ from .report import latest, load
 STYLE: dict[str, dict[str, Any]] = {
     "tgi-course": {"color": "#d62728", "marker": "o", "label": "tgi-course server (ours, HTTP)"},
     "engine": {"color": "#ff9896", "marker": "D", "label": "tgi-course engine (ours, in-process)"},
+    "tgi-course-int4": {"color": "#9467bd", "marker": "o", "label": "tgi-course server, QUANTIZE=int4 (ours, HTTP)"},
+    "engine-int4": {"color": "#c5b0d5", "marker": "D", "label": "tgi-course engine, QUANTIZE=int4 (in-process)"},
     "llama-cpp-server": {"color": "#1f77b4", "marker": "s", "label": "llama-cpp-python server"},
     "llama-cpp": {"color": "#aec7e8", "marker": "P", "label": "llama.cpp in-process (Llama)"},
     "transformers-serve": {"color": "#2ca02c", "marker": "^", "label": "transformers serve"},

@@ -15,6 +15,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS, ENGINE, LLAMA_SERVER, LLAMA_INPROC = "tgi-course", "engine", "llama-cpp-server", "llama-cpp"
+OURS_INT4 = "tgi-course-int4"  # the same server with QUANTIZE=int4
 
 
 def latest(folder: Path = RESULTS, pattern: str = "bench-*.json") -> Path:
@@ -98,6 +99,12 @@ def ratios(result: dict[str, Any]) -> list[Ratio]:
         Ratio("HTTP+SSE vs in-process engine (single stream)", _ratio(f(OURS, 1, "per_stream_decode_tok_s"), f(ENGINE, 1, "per_stream_decode_tok_s")), ">= 0.95", "x",
               "decode tok/s of one stream, tgi-course@1 / engine@1"),
         Ratio("TTFT p50 at 16 streams", f(OURS, 16, "ttft_p50_s"), "<= 1.5", "s", "tgi-course@16, 16 requests sent at once"),
+        Ratio("single-stream decode, our HTTP with QUANTIZE=int4 vs llama.cpp in-process",
+              _ratio(f(OURS_INT4, 1, "per_stream_decode_tok_s"), f(LLAMA_INPROC, 1, "per_stream_decode_tok_s")), ">= 0.8", "x",
+              "decode tok/s of one stream, tgi-course-int4@1 / llama-cpp@1"),
+        Ratio("aggregate at 16 streams, ours with QUANTIZE=int4 vs llama-cpp-python server",
+              _ratio(f(OURS_INT4, 16, "aggregate_tok_s"), f(LLAMA_SERVER, 16, "aggregate_tok_s")), ">= 3", "x",
+              "aggregate tok/s, tgi-course-int4@16 / llama-cpp-server@16"),
         Ratio("server ready, warm cache", statistics.median(ready) if ready else None, "<= 3", "s",
               f"LocalServer().start() until /health answers 200, median of {len(ready)}"),
     ]

@@ -105,17 +105,17 @@ def child_server(command: Sequence[str], ready_url: str, log: Path, env: dict[st
 
 
 @contextmanager
-def tgi_course_server() -> Iterator[Served]:
-    """Ours, as a learner starts it: ``tgi_course.LocalServer()`` with default settings."""
+def tgi_course_server(quantize: str | None = None) -> Iterator[Served]:
+    """Ours, as a learner starts it: ``tgi_course.LocalServer()`` with default settings (and QUANTIZE if given)."""
     from tgi_course import LocalServer, __version__
 
-    server = LocalServer()
+    server = LocalServer(quantize=quantize) if quantize else LocalServer()
     started = time.perf_counter()
     server.start()
     ready = time.perf_counter() - started
     try:
         model = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["id"]
-        yield Served(Endpoint(server.base_url.rstrip("/"), model, server.api_key, {"ignore_eos": True}), ready, {"tgi_course": __version__})
+        yield Served(Endpoint(server.base_url.rstrip("/"), model, server.api_key, {"ignore_eos": True}), ready, {"tgi_course": __version__, "quantize": quantize})
     finally:
         server.stop()
 

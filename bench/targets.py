@@ -35,6 +35,8 @@ class TargetInfo:
 TARGETS: dict[str, TargetInfo] = {
     "tgi-course": TargetInfo("http", "ours: `tgi-course serve` started by tgi_course.LocalServer(), HTTP + SSE, ignore_eos"),
     "engine": TargetInfo("in-process", "ours without HTTP: tgi_course.engine.Engine as the server builds it"),
+    "tgi-course-int4": TargetInfo("http", "ours with QUANTIZE=int4 (4-bit weight-only linears on the CPU), HTTP + SSE, ignore_eos"),
+    "engine-int4": TargetInfo("in-process", "ours without HTTP, QUANTIZE=int4"),
     "llama-cpp-server": TargetInfo("http", "llama-cpp-python's server (python -m llama_cpp.server), same GGUF, 2 threads"),
     "llama-cpp": TargetInfo("in-process", "llama.cpp in-process: llama_cpp.Llama.create_chat_completion, same GGUF, 2 threads", True),
     "transformers-serve": TargetInfo("http", "transformers serve, our converted folder, same dtype"),
@@ -79,6 +81,8 @@ class TargetResult:
 def _served(name: str, options: Options) -> AbstractContextManager[servers.Served]:
     if name == "tgi-course":
         return servers.tgi_course_server()
+    if name == "tgi-course-int4":
+        return servers.tgi_course_server(quantize="int4")
     if name == "llama-cpp-server":
         return servers.llama_cpp_server(options.peers_venv, options.default_gguf(), options.threads, free_port(), options.logs)
     if name in {"transformers-serve", "transformers-serve-cb"}:
@@ -107,12 +111,12 @@ def _run_child(name: str, levels: tuple[int, ...], workload: Workload, options: 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         workload_file, out_file = Path(scratch) / "workload.json", Path(scratch) / "result.json"
         workload_file.write_text(json.dumps(workload.to_dict()))
-        if name == "engine":
-            python, extra = sys.executable, []
+        if name in {"engine", "engine-int4"}:
+            python, extra = sys.executable, (["--quantize", "int4"] if name == "engine-int4" else [])
         else:
             python = str(servers.peers_python(options.peers_venv))
             extra = ["--gguf", options.default_gguf(), "--threads", str(options.threads)]
-        command = [python, "-m", "bench.inprocess", "engine" if name == "engine" else "llama-cpp",
+        command = [python, "-m", "bench.inprocess", "engine" if name.startswith("engine") else "llama-cpp",
                    "--workload", str(workload_file), "--out", str(out_file), "--target", name,
                    "--levels", *map(str, levels), *extra]  # fmt: skip
         repo = str(servers.REPO)

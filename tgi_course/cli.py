@@ -35,9 +35,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     resolved = app.state.tgi.config
     logging.getLogger("tgi_course").info(
-        "serving %s on http://%s:%d (max_input_tokens=%s, max_total_tokens=%s, device=%s, dtype=%s)",
+        "serving %s on http://%s:%d (max_input_tokens=%s, max_total_tokens=%s, device=%s, dtype=%s, quantize=%s)",
         app.state.tgi.facts.name, resolved.hostname, resolved.port, resolved.max_input_tokens,
-        resolved.max_total_tokens, app.state.tgi.loaded.device, app.state.tgi.loaded.dtype,
+        resolved.max_total_tokens, app.state.tgi.loaded.device, app.state.tgi.loaded.dtype, resolved.quantize,
     )
     uvicorn.run(app, host=resolved.hostname, port=resolved.port, log_level="warning", access_log=False)
     return 0

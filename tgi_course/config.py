@@ -44,6 +44,7 @@ SETTINGS: dict[str, Setting] = {
     "port": Setting(("PORT",), "TCP port (TGI's launcher uses 3000)."),
     "device": Setting(("DEVICE",), "cuda, cpu or auto."),
     "dtype": Setting(("DTYPE",), "bfloat16, float16, float32 or auto."),
+    "quantize": Setting(("QUANTIZE",), "int4: 4-bit weight-only on the CPU (faster single streams); unset: dense."),
     "max_input_tokens": Setting(("MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH"), "Longest prompt, in tokens."),
     "max_total_tokens": Setting(("MAX_TOTAL_TOKENS",), "Prompt plus new tokens, per request."),
     "max_batch_prefill_tokens": Setting(("MAX_BATCH_PREFILL_TOKENS",), "Prompt tokens prefilled in one step."),
@@ -66,6 +67,10 @@ def server_env_names() -> set[str]:
     return {name for setting in SETTINGS.values() for name in setting.env}
 
 
+# Weight formats QUANTIZE accepts (tgi_course.models.quantize implements them; kept here so that
+# validating a config never imports torch).
+QUANTIZATIONS = ("int4",)
+
 # TGI's launcher default port; the docker image listens on 80 instead.
 DEFAULT_PORT = 3000
 DEFAULT_MODEL_ID = "default"
@@ -81,6 +86,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str | None = None  # TGI's QUANTIZE names GPU schemes (gptq, awq, ...); ours is a CPU one
     max_input_tokens: int | None = None  # derived from the model when unset, as TGI does
     max_total_tokens: int | None = None
     max_batch_prefill_tokens: int | None = None
@@ -170,6 +176,12 @@ class ServerConfig:
             raise ConfigError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in {"auto", "bfloat16", "float16", "float32"}:
             raise ConfigError(f"DTYPE must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise ConfigError(f"QUANTIZE must be one of {', '.join(QUANTIZATIONS)} or unset, got {self.quantize!r}")
+        if self.quantize is not None and self.device.startswith("cuda"):
+            raise ConfigError(
+                f"QUANTIZE={self.quantize} is a CPU kernel; on DEVICE={self.device} serve dense bf16/fp16 weights (unset QUANTIZE)"
+            )
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces this config in a child process."""

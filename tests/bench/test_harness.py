@@ -78,6 +78,7 @@ def test_ratios_read_one_run():
             {"name": "engine", "levels": [lv("engine", 1, 55, 62, 0.1)]},
             {"name": "llama-cpp", "levels": [lv("llama-cpp", 1, 100, 120, 0.05)]},
             {"name": "llama-cpp-server", "levels": [lv("llama-cpp-server", 16, 100, 110, 5.0)]},
+            {"name": "tgi-course-int4", "levels": [lv("tgi-course-int4", 1, 80, 90, 0.1), lv("tgi-course-int4", 16, 290, 19, 1.1)]},
         ],
         "ready_seconds_warm_cache": [4.0, 2.0, 3.0],
     }
@@ -88,6 +89,8 @@ def test_ratios_read_one_run():
         "HTTP+SSE vs in-process engine (single stream)": (round(60 / 62, 3), True),
         "TTFT p50 at 16 streams": (1.0, True),
         "server ready, warm cache": (3.0, True),
+        "single-stream decode, our HTTP with QUANTIZE=int4 vs llama.cpp in-process": (0.75, False),
+        "aggregate at 16 streams, ours with QUANTIZE=int4 vs llama-cpp-python server": (2.9, False),
     }
 
 

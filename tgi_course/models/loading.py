@@ -11,15 +11,18 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from .registry import ModelNotAvailable, ModelSource, cache_dir, offline_models, sha256_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -36,6 +39,7 @@ class LoadedModel:
     max_position_embeddings: int
     sha: str | None
     eos_token_ids: frozenset[int]
+    quantize: str | None = None  # weight format when not dense: "int4"
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -121,12 +125,56 @@ def convert_gguf(source: ModelSource) -> Path:
     return target
 
 
-def load(source: ModelSource, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> LoadedModel:
-    """Load a resolved model onto the chosen device, converting a GGUF first when needed."""
+def _in_a_thread_that_exits(work: Callable[[], T]) -> T:
+    """Run ``work`` on a short-lived thread and return its result (or raise its exception).
+
+    Why: PyTorch's CPU kernels run on OpenMP (libgomp), which keeps a team of worker threads for every
+    thread that ran parallel work. Weights loaded on the caller's thread leave that team alive beside the
+    engine's own, and with more OpenMP threads than cores libgomp stops spin-waiting between parallel
+    regions: each of the ~200 small matmuls of a decode step then waits for a thread wake-up. Measured on
+    2 cores, an int4 decode step took 55 ms instead of 24 ms that way. A loader thread that exits takes
+    its team with it, so the engine's loop thread is the only one holding workers.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # re-raised on the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tgi-course-load")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def load(
+    source: ModelSource,
+    device: str = "auto",
+    dtype: str = "auto",
+    revision: str | None = None,
+    quantize: str | None = None,
+) -> LoadedModel:
+    """Load a resolved model onto the chosen device, converting a GGUF first when needed.
+
+    ``quantize="int4"`` replaces the linear layers with 4-bit weight-only ones (CPU only).
+    """
+    return _in_a_thread_that_exits(lambda: _load(source, device, dtype, revision, quantize))
+
+
+def _load(source: ModelSource, device: str, dtype: str, revision: str | None, quantize: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_device = choose_device(device)
     torch_dtype = choose_dtype(torch_device, dtype)
+    if quantize is not None and torch_device.type != "cpu":
+        raise ModelNotAvailable(
+            f"QUANTIZE={quantize} runs on the CPU only, and the model would load on {torch_device}; "
+            "unset QUANTIZE or set DEVICE=cpu"
+        )
     if source.kind in {"default-gguf", "gguf"}:
         folder: str = str(convert_gguf(source))
         sha = source.sha256
@@ -154,6 +202,12 @@ def load(source: ModelSource, device: str = "auto", dtype: str = "auto", revisio
         ) from None
     model.to(torch_device)
     model.eval()
+    if quantize == "int4":
+        from .quantize import quantize_int4
+
+        quantize_int4(model)
+    elif quantize is not None:
+        raise ModelNotAvailable(f"unknown QUANTIZE {quantize!r}; this server knows int4")
     config = model.config
     eos: set[int] = set()
     for candidate in (getattr(model.generation_config, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id):
@@ -170,4 +224,5 @@ def load(source: ModelSource, device: str = "auto", dtype: str = "auto", revisio
         max_position_embeddings=int(getattr(config, "max_position_embeddings", 2048) or 2048),
         sha=sha,
         eos_token_ids=frozenset(eos),
+        quantize=quantize,
     )

@@ -105,7 +105,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
         engine=engine,
         validator=Validator(config, loaded.tokenizer, Grammars(loaded.tokenizer, _logits_width(loaded.model, loaded.tokenizer), sorted(loaded.eos_token_ids))),
         metrics=Metrics(engine),
-        facts=ModelFacts(name=name, fingerprint=f"tgi-course-{__version__}-{loaded.device.type}-{str(loaded.dtype).removeprefix('torch.')}"),
+        facts=ModelFacts(name=name, fingerprint=_fingerprint(loaded)),
         admission=Admission(config.max_concurrent_requests),
     )
 
@@ -137,7 +137,17 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
     return app
 
 
+def _fingerprint(loaded: LoadedModel) -> str:
+    """``system_fingerprint``: what changes greedy outputs (version, device, dtype, weight format)."""
+    parts = [f"tgi-course-{__version__}", loaded.device.type, str(loaded.dtype).removeprefix("torch.")]
+    if loaded.quantize:
+        parts.append(loaded.quantize)
+    return "-".join(parts)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     config.check()
-    loaded = load(resolve(config.model_id), device=config.device, dtype=config.dtype, revision=config.revision)
+    loaded = load(
+        resolve(config.model_id), device=config.device, dtype=config.dtype, revision=config.revision, quantize=config.quantize
+    )
     return build_app(config, loaded)
