@@ -28,3 +28,16 @@ def test_serve_help_lists_tgi_variable_names():
     result = run("serve", "--help")
     for name in ("MAX_INPUT_TOKENS/MAX_INPUT_LENGTH", "MAX_TOTAL_TOKENS", "MESSAGES_API_ENABLED", "API_KEY", "HOSTNAME"):
         assert name in result.stdout
+
+
+def test_serve_refuses_an_unknown_quantize_value_and_names_it():
+    result = subprocess.run([sys.executable, "-m", "tgi_course", "serve", "--quantize", "gptq"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "QUANTIZE must be one of int4 or unset, got 'gptq'" in result.stderr
+
+
+def test_make_course_passes_quantize_to_the_course_server():
+    from tgi_course.cli import lab_server_settings
+
+    assert lab_server_settings({"QUANTIZE": "int4", "MAX_TOTAL_TOKENS": "64"}) == {"quantize": "int4"}
+    assert lab_server_settings({"QUANTIZE": ""}) == {}

@@ -88,6 +88,15 @@ def info(_: argparse.Namespace) -> int:
     return 0
 
 
+def lab_server_settings(environ: dict[str, str]) -> dict[str, str]:
+    """Settings of the course's shared server taken from the caller's environment.
+
+    LocalServer ignores server variables it inherits (a notebook's environment must not change the course
+    server by accident); ``QUANTIZE=int4 make course`` is the one a learner sets on purpose.
+    """
+    return {"quantize": environ["QUANTIZE"]} if environ.get("QUANTIZE") else {}
+
+
 def lab(args: argparse.Namespace) -> int:
     """One shared local server for the whole course, then JupyterLab on notebooks/ pointed at it."""
     import subprocess
@@ -99,7 +108,7 @@ def lab(args: argparse.Namespace) -> int:
     server = None
     if not env.get(URL_ENV):
         print(f"Starting the local Messages API server on port {args.port} ...", flush=True)
-        server = LocalServer(port=args.port).start()
+        server = LocalServer(port=args.port, **lab_server_settings(env)).start()
         env[URL_ENV], env[API_KEY_ENV] = server.url, server.api_key
         print(f"Server ready at {server.url} (OpenAI base_url {server.base_url}); its log: {server.log_path}", flush=True)
     try:
