@@ -77,10 +77,14 @@ QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea
 
 
 def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone():
-    """A request's greedy tokens must not depend on who else is decoding (checked in fp32, as for dense)."""
+    """A request's greedy tokens must not depend on who else is decoding, in the dtype the server picks.
+
+    (The dense check runs in fp32 because bf16 matmuls sum in a batch-size-dependent order; the int4 kernel
+    sums each output the same way whatever the row count, measured identical here.)
+    """
     from tgi_course.models import load, resolve
 
-    loaded = load(resolve("default"), device="cpu", dtype="float32", quantize="int4")
+    loaded = load(resolve("default"), device="cpu", quantize="int4")
     assert loaded.quantize == "int4"
     engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
     try:
