@@ -148,3 +148,16 @@ def test_grammar_library_benchmark_plumbing(tmp_path):
     measured = {(row["library"], row["grammar"]) for row in rows}
     assert {("xgrammar", "note schema"), ("xgrammar+engine mask", "tool call")} <= measured
     assert all(row["step_us_median"] > 0 for row in rows)
+
+
+def test_loader_thread_benchmark_plumbing(tmp_path):
+    """bench.loader_thread: both ways of loading (main thread, thread that exits) decode the real model, int4."""
+    import json
+
+    from bench import loader_thread
+
+    assert loader_thread.main(["--quantize", "int4", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("loader-thread-*.json")
+    medians = json.loads(path.read_text())["median_step_ms"]
+    assert set(medians) == {"main thread", "thread that exits"}
+    assert all(step > 0 for where in medians.values() for step in where.values())

@@ -128,12 +128,13 @@ def convert_gguf(source: ModelSource) -> Path:
 def _in_a_thread_that_exits(work: Callable[[], T]) -> T:
     """Run ``work`` on a short-lived thread and return its result (or raise its exception).
 
-    Why: PyTorch's CPU kernels run on OpenMP (libgomp), which keeps a team of worker threads for every
-    thread that ran parallel work. Weights loaded on the caller's thread leave that team alive beside the
-    engine's own, and with more OpenMP threads than cores libgomp stops spin-waiting between parallel
-    regions: each of the ~200 small matmuls of a decode step then waits for a thread wake-up. Measured on
-    2 cores, an int4 decode step took 55 ms instead of 24 ms that way. A loader thread that exits takes
-    its team with it, so the engine's loop thread is the only one holding workers.
+    Why: PyTorch's CPU kernels run on OpenMP (libgomp), which keeps a team of worker threads per thread
+    that ran parallel work, and spins far less before sleeping once a process has more OpenMP threads
+    than CPUs (libgomp's GOMP_SPINCOUNT documentation). The engine decodes on its own thread; with the
+    weights loaded on the caller's thread, an int4 decode step took 66 ms instead of 35 ms at batch 1
+    (dense bf16: 47 vs 45 ms, within noise) on 2 cores: ``python -m bench.loader_thread``. Loading on a
+    thread that exits, as here, gave the fast figures; why the team of a finished load still costs this
+    much was not pinned down further.
     """
     outcome: dict[str, Any] = {}
 
@@ -160,7 +161,8 @@ def load(
 ) -> LoadedModel:
     """Load a resolved model onto the chosen device, converting a GGUF first when needed.
 
-    ``quantize="int4"`` replaces the linear layers with 4-bit weight-only ones (CPU only).
+    ``quantize="int4"`` replaces the linear layers of the transformer blocks with 4-bit weight-only ones
+    (CPU only; the LM head stays dense).
     """
     return _in_a_thread_that_exits(lambda: _load(source, device, dtype, revision, quantize))
 
@@ -168,6 +170,8 @@ def load(
 def _load(source: ModelSource, device: str, dtype: str, revision: str | None, quantize: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if quantize not in (None, "int4"):
+        raise ModelNotAvailable(f"unknown QUANTIZE {quantize!r}; this server knows int4")
     torch_device = choose_device(device)
     torch_dtype = choose_dtype(torch_device, dtype)
     if quantize is not None and torch_device.type != "cpu":
@@ -206,8 +210,6 @@ def _load(source: ModelSource, device: str, dtype: str, revision: str | None, qu
         from .quantize import quantize_int4
 
         quantize_int4(model)
-    elif quantize is not None:
-        raise ModelNotAvailable(f"unknown QUANTIZE {quantize!r}; this server knows int4")
     config = model.config
     eos: set[int] = set()
     for candidate in (getattr(model.generation_config, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id):

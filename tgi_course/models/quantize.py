@@ -4,9 +4,9 @@ Decoding one stream on a CPU is bound by reading the weights: every new token re
 bf16 weights of the default model are 270 MB per token; packed 4-bit weights are a quarter of that,
 and PyTorch ships a CPU kernel that multiplies bf16/fp32 activations by them
 (``aten._weight_int4pack_mm_for_cpu``, the kernel torchao's int4 weight-only CPU layout uses). Measured
-on the project's 2-core machine, one stream decodes about twice as fast (see ``bench/``); large batches
-are compute-bound and gain nothing (64 rows are slower), and greedy text changes a little, which is why
-this is a choice, not the default.
+on the project's 2-core machine (``python -m bench --all``), one stream decodes 1.5-2x faster; large
+batches are compute-bound and lose (64 streams: 205 against 263 tok/s), prompts are read more slowly, and
+greedy text changes a little, which is why this is a choice, not the default.
 
 The scheme is round-to-nearest with one scale and one offset per group of 32 input columns, the same
 shape as the GGUF ``Q4_1`` format the default model ships in: a weight that came from a Q4_1 file (as
