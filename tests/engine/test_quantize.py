@@ -72,6 +72,13 @@ def test_quantize_setting_is_checked_and_travels_to_a_child_server():
         ServerConfig.from_sources(env={"QUANTIZE": "int4", "DEVICE": "cuda"}).check()
 
 
+def test_int4_with_float32_activations_is_refused_with_the_way_out():
+    from tgi_course.models import ModelNotAvailable, load, resolve
+
+    with pytest.raises(ModelNotAvailable, match=r"QUANTIZE=int4 needs bfloat16 activations, but DTYPE=float32.*Unset QUANTIZE"):
+        load(resolve("default"), device="cpu", dtype="float32", quantize="int4")
+
+
 # -- the real default model ---------------------------------------------------------------------------
 QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea.", "Name three colors.", "What is 2+2?"]
 
@@ -84,7 +91,7 @@ def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone():
     """
     from tgi_course.models import load, resolve
 
-    loaded = load(resolve("default"), device="cpu", quantize="int4")
+    loaded = load(resolve("default"), device="cpu", dtype="bfloat16", quantize="int4")
     assert loaded.quantize == "int4"
     engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
     try:
@@ -114,7 +121,7 @@ def int4_server():
     """``tgi-course serve`` with QUANTIZE=int4, started the way a learner starts one."""
     from tgi_course import LocalServer
 
-    server = LocalServer(quantize="int4").start()
+    server = LocalServer(quantize="int4", dtype="bfloat16").start()
     yield server
     server.stop()
 
