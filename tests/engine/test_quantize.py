@@ -11,7 +11,7 @@ from torch import nn
 
 from tgi_course.config import ConfigError, ServerConfig
 from tgi_course.engine import Engine, GenerationRequest, SamplingParams, encode, render_chat
-from tgi_course.models.quantize import GROUP_SIZE, Int4WeightOnlyLinear, quantize_int4
+from tgi_course.models.quantize import GROUP_SIZE, Int4WeightOnlyLinear, prompt_pass, quantize_int4
 
 
 def q4_1_weight(out_features: int, in_features: int, seed: int = 0) -> torch.Tensor:
@@ -47,6 +47,17 @@ def test_bf16_layer_stays_within_the_quantization_step():
     assert out.shape == (2, 5, 96) and out.dtype == torch.bfloat16
     reference = x.float() @ layer.dequantized_weight().float().T + dense.bias.float()
     assert torch.allclose(out.float(), reference, atol=0.05, rtol=0.02)
+
+
+def test_prompt_passes_read_the_dense_weight_and_decode_steps_the_codes():
+    torch.manual_seed(1)
+    dense = nn.Linear(64, 32, bias=True).to(torch.bfloat16)
+    layer = Int4WeightOnlyLinear(dense)
+    x = torch.randn(40, 64, dtype=torch.bfloat16)
+    with prompt_pass():
+        assert torch.equal(layer(x), dense(x))
+    assert not torch.equal(layer(x), dense(x))  # outside: the 4-bit codes
+    assert layer.dense_weight.data_ptr() == dense.weight.data_ptr()  # kept, not copied
 
 
 def test_quantize_replaces_the_blocks_linears_and_keeps_the_head_dense():
