@@ -4,9 +4,9 @@ Decoding one stream on a CPU is bound by reading the weights: every new token re
 bf16 weights of the default model are 270 MB per token; packed 4-bit weights are a quarter of that,
 and PyTorch ships a CPU kernel that multiplies bf16/fp32 activations by them
 (``aten._weight_int4pack_mm_for_cpu``, the kernel torchao's int4 weight-only CPU layout uses). Measured
-on the project's 2-core machine (``python -m bench --all``), one stream decodes 1.5-2x faster; large
-batches are compute-bound and lose (64 streams: 205 against 263 tok/s), prompts are read more slowly, and
-greedy text changes a little, which is why this is a choice, not the default.
+on the project's 2-core machine (``python -m bench --all``), one stream decodes about twice as fast, 16
+streams about 1.3x, 64 streams the same; greedy text changes a little (notebook outputs are stored from dense
+weights), which is why this is a choice, not the default.
 
 Each layer keeps its dense weight too, for reading prompts (see ``prompt_pass``): weights take 1.25x the
 dense memory, and only decoding steps read the 4-bit codes.
