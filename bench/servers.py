@@ -109,7 +109,7 @@ def tgi_course_server(quantize: str | None = None) -> Iterator[Served]:
     """Ours, as a learner starts it: ``tgi_course.LocalServer()`` with default settings (and QUANTIZE if given)."""
     from tgi_course import LocalServer, __version__
 
-    server = LocalServer(quantize=quantize) if quantize else LocalServer()
+    server = LocalServer(quantize=quantize)
     started = time.perf_counter()
     server.start()
     ready = time.perf_counter() - started

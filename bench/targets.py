@@ -111,12 +111,13 @@ def _run_child(name: str, levels: tuple[int, ...], workload: Workload, options: 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         workload_file, out_file = Path(scratch) / "workload.json", Path(scratch) / "result.json"
         workload_file.write_text(json.dumps(workload.to_dict()))
-        if name in {"engine", "engine-int4"}:
+        backend = "engine" if name in {"engine", "engine-int4"} else "llama-cpp"
+        if backend == "engine":
             python, extra = sys.executable, (["--quantize", "int4"] if name == "engine-int4" else [])
         else:
             python = str(servers.peers_python(options.peers_venv))
             extra = ["--gguf", options.default_gguf(), "--threads", str(options.threads)]
-        command = [python, "-m", "bench.inprocess", "engine" if name.startswith("engine") else "llama-cpp",
+        command = [python, "-m", "bench.inprocess", backend,
                    "--workload", str(workload_file), "--out", str(out_file), "--target", name,
                    "--levels", *map(str, levels), *extra]  # fmt: skip
         repo = str(servers.REPO)

@@ -35,20 +35,9 @@ def fp32_engine():
     engine.stop()
 
 
-def test_batched_rows_generate_exactly_what_they_generate_alone(fp32_engine, loaded_model):
-    engine = fp32_engine
+def test_batched_rows_generate_exactly_what_they_generate_alone(fp32_engine, loaded_model, alone_and_together):
     greedy = SamplingParams(temperature=0, max_new_tokens=24)
-    alone = [engine.generate(GenerationRequest(chat_ids(loaded_model, q), greedy)).text for q in QUESTIONS]
-    together: list[str | None] = [None] * len(QUESTIONS)
-
-    def run(i: int) -> None:
-        together[i] = engine.generate(GenerationRequest(chat_ids(loaded_model, QUESTIONS[i]), greedy)).text
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(QUESTIONS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    alone, together = alone_and_together(fp32_engine, [chat_ids(loaded_model, q) for q in QUESTIONS], greedy)
     # Left padding and joining/leaving the batch must not change a single greedy token.
     assert together == alone
 

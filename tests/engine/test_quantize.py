@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 import torch
 from torch import nn
 
 from tgi_course.config import ConfigError, ServerConfig
-from tgi_course.engine import Engine, GenerationRequest, SamplingParams, encode, render_chat
+from tgi_course.engine import Engine, SamplingParams, encode, render_chat
 from tgi_course.models.quantize import GROUP_SIZE, Int4WeightOnlyLinear, prompt_pass, quantize_int4
 
 
@@ -94,7 +93,7 @@ def test_int4_with_float32_activations_is_refused_with_the_way_out():
 QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea.", "Name three colors.", "What is 2+2?"]
 
 
-def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone():
+def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone(alone_and_together):
     """A request's greedy tokens must not depend on who else is decoding, in the dtype the server picks.
 
     (The dense check runs in fp32 because bf16 matmuls sum in a batch-size-dependent order; the int4 kernel
@@ -105,22 +104,9 @@ def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone():
     loaded = load(resolve("default"), device="cpu", dtype="bfloat16", quantize="int4")
     assert loaded.quantize == "int4"
     engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
+    prompts = [encode(loaded.tokenizer, render_chat(loaded.tokenizer, [{"role": "user", "content": q}])) for q in QUESTIONS]
     try:
-        def ids(text: str) -> list[int]:
-            return encode(loaded.tokenizer, render_chat(loaded.tokenizer, [{"role": "user", "content": text}]))
-
-        greedy = SamplingParams(temperature=0, max_new_tokens=24)
-        alone = [engine.generate(GenerationRequest(ids(q), greedy)).text for q in QUESTIONS]
-        together: list[str | None] = [None] * len(QUESTIONS)
-
-        def run(i: int) -> None:
-            together[i] = engine.generate(GenerationRequest(ids(QUESTIONS[i]), greedy)).text
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(QUESTIONS))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        alone, together = alone_and_together(engine, prompts, SamplingParams(temperature=0, max_new_tokens=24))
     finally:
         engine.stop()
     assert together == alone

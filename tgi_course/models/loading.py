@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..config import QUANTIZATIONS
 from .registry import ModelNotAvailable, ModelSource, cache_dir, offline_models, sha256_of
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,8 @@ def load(
 def _load(source: ModelSource, device: str, dtype: str, revision: str | None, quantize: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if quantize not in (None, "int4"):
-        raise ModelNotAvailable(f"unknown QUANTIZE {quantize!r}; this server knows int4")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ModelNotAvailable(f"unknown QUANTIZE {quantize!r}; this server knows {', '.join(QUANTIZATIONS)}")
     torch_device = choose_device(device)
     torch_dtype = choose_dtype(torch_device, dtype)
     if quantize is not None and torch_device.type != "cpu":
