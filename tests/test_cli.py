@@ -41,3 +41,12 @@ def test_make_course_passes_quantize_to_the_course_server():
 
     assert lab_server_settings({"QUANTIZE": "int4", "MAX_TOTAL_TOKENS": "64"}) == {"quantize": "int4"}
     assert lab_server_settings({"QUANTIZE": ""}) == {}
+
+
+def test_jupyterlab_is_started_with_allow_root_only_as_root():
+    from tgi_course.cli import jupyter_lab_command
+
+    as_root = jupyter_lab_command("notebooks", ["--no-browser"], euid=0)
+    assert as_root[-3:] == ["notebooks", "--no-browser", "--allow-root"]
+    assert "--allow-root" not in jupyter_lab_command("notebooks", [], euid=1000)
+    assert jupyter_lab_command("nb", ["--allow-root"], euid=0).count("--allow-root") == 1

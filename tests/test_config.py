@@ -42,3 +42,21 @@ def test_bad_value_names_the_variable():
 def test_defaults_derive_from_the_model():
     config = ServerConfig().resolve_limits(8192)
     assert config.max_total_tokens == 4096 and config.max_input_tokens == 4095
+
+
+def test_dtype_is_the_one_setting_a_run_shares_with_every_server_it_starts(monkeypatch):
+    from tgi_course.config import run_dtype, run_wide_env
+    from tgi_course.course.local_server import LocalServer
+    from tgi_course.endpoints.process import build_env
+
+    parent = {"DTYPE": "float32", "MAX_TOTAL_TOKENS": "64", "API_KEY": "secret", "PATH": "/usr/bin"}
+    assert run_wide_env(parent) == {"DTYPE": "float32"} and run_dtype(parent) == "float32"
+    assert run_dtype({}) == "auto"
+    monkeypatch.setenv("DTYPE", "float32")
+    monkeypatch.setenv("MAX_TOTAL_TOKENS", "64")
+    server = LocalServer()
+    assert server.config.dtype == "float32" and server.config.max_total_tokens is None
+    assert LocalServer(dtype="bfloat16").config.dtype == "bfloat16"  # an explicit setting wins
+    child = build_env(parent, {}, endpoint="ns/name", model_id="m", host="127.0.0.1", port=1)
+    assert child["DTYPE"] == "float32" and "MAX_TOTAL_TOKENS" not in child and "API_KEY" not in child
+    assert build_env(parent, {"DTYPE": "bfloat16"}, endpoint="ns/name", model_id="m", host="127.0.0.1", port=1)["DTYPE"] == "bfloat16"

@@ -92,9 +92,24 @@ def lab_server_settings(environ: dict[str, str]) -> dict[str, str]:
     """Settings of the course's shared server taken from the caller's environment.
 
     LocalServer ignores server variables it inherits (a notebook's environment must not change the course
-    server by accident); ``QUANTIZE=int4 make course`` is the one a learner sets on purpose.
+    server by accident) except the run-wide ``DTYPE``, which it reads itself; ``QUANTIZE=int4 make course`` is
+    the other one a learner sets on purpose.
     """
     return {"quantize": environ["QUANTIZE"]} if environ.get("QUANTIZE") else {}
+
+
+def jupyter_lab_command(notebooks: str, extra: list[str], *, euid: int | None = None) -> list[str]:
+    """``jupyter lab`` on the course folder; as root it adds ``--allow-root``, which JupyterLab demands there.
+
+    Docker, Codespaces and Colab-like machines run everything as root, and JupyterLab refuses to start as root
+    without the flag ("Running as root is not recommended"): the course must open there all the same.
+    """
+    command = [sys.executable, "-m", "jupyter", "lab", notebooks, *extra]
+    if euid is None:
+        euid = os.geteuid() if hasattr(os, "geteuid") else -1
+    if euid == 0 and "--allow-root" not in extra:
+        command.append("--allow-root")
+    return command
 
 
 def lab(args: argparse.Namespace) -> int:
@@ -105,6 +120,9 @@ def lab(args: argparse.Namespace) -> int:
     from .course.local_server import LocalServer
 
     env = dict(os.environ)
+    command = jupyter_lab_command(args.notebooks, args.jupyter_args)
+    if "--allow-root" in command and "--allow-root" not in args.jupyter_args:
+        print("Running as root (as in Docker or Codespaces): starting JupyterLab with --allow-root, which it requires there.", flush=True)
     server = None
     if not env.get(URL_ENV):
         print(f"Starting the local Messages API server on port {args.port} ...", flush=True)
@@ -112,7 +130,7 @@ def lab(args: argparse.Namespace) -> int:
         env[URL_ENV], env[API_KEY_ENV] = server.url, server.api_key
         print(f"Server ready at {server.url} (OpenAI base_url {server.base_url}); its log: {server.log_path}", flush=True)
     try:
-        return subprocess.call([sys.executable, "-m", "jupyter", "lab", args.notebooks, *args.jupyter_args], env=env)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -132,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     info_parser = commands.add_parser("info", help="Show versions, device and model cache as JSON.")
     info_parser.set_defaults(func=info)
     lab_parser = commands.add_parser("lab", help="Start a local server and open the course in JupyterLab.")
-    lab_parser.add_argument("--port", type=int, default=3000)
+    lab_parser.add_argument("--port", type=int, default=3000, help="port of the course's Messages API server (JupyterLab picks its own)")
     lab_parser.add_argument("--notebooks", default="notebooks")
     lab_parser.add_argument("jupyter_args", nargs="*", help="extra arguments for jupyter lab")
     lab_parser.set_defaults(func=lab)

@@ -67,6 +67,25 @@ def server_env_names() -> set[str]:
     return {name for setting in SETTINGS.values() for name in setting.env}
 
 
+# Settings that one run shares with every server it starts. The numerics are a property of the whole run:
+# `make test DTYPE=float32` must reach the suite's servers, the notebooks' LocalServer and the endpoints'
+# children alike, while any other server variable of a parent stays out of its children (a notebook's
+# environment must not change the course server by accident). Explicit settings still win.
+RUN_WIDE_SETTINGS = ("dtype",)
+
+
+def run_wide_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The run-wide settings present in ``environ`` (default: this process's), by their env names."""
+    environ = os.environ if environ is None else environ
+    names = [name for field_name in RUN_WIDE_SETTINGS for name in SETTINGS[field_name].env]
+    return {name: environ[name] for name in names if environ.get(name)}
+
+
+def run_dtype(environ: Mapping[str, str] | None = None) -> str:
+    """The dtype this run asks for: ``DTYPE`` from the environment, else ``auto``."""
+    return run_wide_env(environ).get(SETTINGS["dtype"].env[0], "auto")
+
+
 # Weight formats QUANTIZE accepts (tgi_course.models.quantize implements them; kept here so that
 # validating a config never imports torch).
 QUANTIZATIONS = ("int4",)

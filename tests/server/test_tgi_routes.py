@@ -139,12 +139,19 @@ def test_error_bodies_match_tgi_error_response(server, check):
     check("ErrorResponse", response.json())
 
 
+def test_sagemaker_ping_is_the_health_check(server):
+    # SageMaker's container contract: GET /ping answers 200 when healthy (TGI routes it to its health check).
+    response = http.get(f"{server.url}/ping")
+    assert response.status_code == 200 and response.text == ""
+
+
 def test_health_is_503_when_the_engine_is_down(start_server):
     server = start_server()
     server.state.engine.stop()
-    response = http.get(f"{server.url}/health")
-    assert response.status_code == 503
-    assert response.json() == {"error": "unhealthy", "error_type": "healthcheck"}
+    for route in ("/health", "/ping"):
+        response = http.get(f"{server.url}{route}")
+        assert response.status_code == 503
+        assert response.json() == {"error": "unhealthy", "error_type": "healthcheck"}
 
 
 def test_cors_allows_the_configured_origin(start_server):

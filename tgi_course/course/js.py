@@ -16,7 +16,9 @@ Usage in a notebook::
     ...
 
 The code runs from the folder holding ``package.json`` (the repository root), so ``import ... from
-"openai"`` resolves to the version pinned in ``package-lock.json``. Top-level ``await`` works.
+"openai"`` resolves to the version pinned in ``package-lock.json``. Top-level ``await`` works: the code is
+passed with ``--input-type=module``. (``package.json`` has no ``"type": "module"`` on purpose: JupyterLab's
+start-up node check, a CommonJS script inside ``.venv/``, finds that file and would fail with it.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["NodeError", "load_ipython_extension", "node_project_dir", "run_node", "use_connection"]
+__all__ = ["NodeError", "load_ipython_extension", "node_project_dir", "node_status", "run_node", "use_connection"]
+
+#: What a learner without Node.js reads (notebook 03 prints it; ``%%node`` cells raise it).
+HOW_TO_GET_NODE = (
+    "Node.js 20 or newer runs this notebook's JavaScript cells and is not installed here (no `node` on PATH). "
+    "Install it with your system's package manager (Debian/Ubuntu: `sudo apt install nodejs npm`; macOS: "
+    "`brew install node@20`; conda: `conda install -c conda-forge nodejs=20`; Windows: the installer from "
+    "nodejs.org), run `make setup` again (it runs `npm ci`), then restart this notebook's kernel. "
+    "Every other notebook of the course works without Node."
+)
 
 #: Extra environment variables for every ``%%node`` cell; :func:`use_connection` fills it.
 NODE_ENV: dict[str, str] = {}
@@ -50,6 +61,24 @@ def node_project_dir() -> Path:
             if (folder / "package.json").is_file():
                 return folder
     raise NodeError("No package.json found; run the notebook from a checkout of the course.")
+
+
+def node_status() -> tuple[bool, str]:
+    """Whether ``%%node`` cells can run here, and one line saying why (or how to get Node.js)."""
+    node = shutil.which("node")
+    if node is None:
+        return False, HOW_TO_GET_NODE
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    major = int(version.lstrip("v").split(".")[0] or 0)
+    if major < 20:
+        return False, f"Node.js {version} is too old for the npm `openai` package this course pins: install Node 20 or newer."
+    try:
+        project = node_project_dir()
+    except NodeError as exc:
+        return False, str(exc)
+    if not (project / "node_modules" / "openai").is_dir():
+        return False, f"Node.js {version} is installed, but the npm packages are not: run `make setup` (or `npm ci` in {project})."
+    return True, f"Node.js {version}, 20 or newer, with the npm packages installed"
 
 
 def use_connection(conn: Any) -> None:
@@ -75,7 +104,7 @@ def run_node(code: str, env: Mapping[str, str] | None = None, timeout: float = 3
     """
     node = shutil.which("node")
     if node is None:
-        raise NodeError("Node.js is not installed (node not found on PATH); install Node 20 or newer.")
+        raise NodeError(HOW_TO_GET_NODE)
     project = node_project_dir()
     if not (project / "node_modules").is_dir():
         raise NodeError(f"npm packages are missing in {project}; run `npm ci` there (or `make setup`).")

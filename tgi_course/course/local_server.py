@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ..config import ServerConfig, server_env_names
+from ..config import ServerConfig, run_wide_env, server_env_names
 from ..processes import free_port, launch_command
 
 __all__ = ["LocalServer", "free_port"]
@@ -22,12 +22,14 @@ class LocalServer:
     """``tgi-course serve`` in a child process, on a free loopback port unless told otherwise.
 
     Settings are :class:`~tgi_course.config.ServerConfig` field names, e.g.
-    ``LocalServer(messages_api_enabled=True, max_total_tokens=1024)``.
+    ``LocalServer(messages_api_enabled=True, max_total_tokens=1024)``. Of the server variables in this
+    process's environment only the run-wide ones (``DTYPE``, see :data:`~tgi_course.config.RUN_WIDE_SETTINGS`)
+    apply; keyword settings win over them.
     """
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 600.0, log_path: str | os.PathLike | None = None, **settings: Any) -> None:
         settings.setdefault("hostname", "127.0.0.1")
-        self.config = ServerConfig.from_sources(env={}, overrides={**settings, "port": port or free_port(settings["hostname"])})
+        self.config = ServerConfig.from_sources(env=run_wide_env(), overrides={**settings, "port": port or free_port(settings["hostname"])})
         self.startup_timeout = startup_timeout
         if log_path is None:
             handle, log_path = tempfile.mkstemp(prefix="tgi-course-server-", suffix=".log")

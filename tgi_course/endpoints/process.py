@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from ..config import server_env_names  # standard library only: cheap
+from ..config import run_wide_env, server_env_names  # standard library only: cheap
 from ..processes import free_port, launch_command
 
 __all__ = ["free_port", "launch_command"]  # re-exported for the supervisor
@@ -40,6 +40,7 @@ def build_env(
     """
     blocked = server_env_names() | {ENDPOINT_MARKER_ENV}
     env = {key: value for key, value in base.items() if key not in blocked}
+    env.update(run_wide_env(base))  # the run's numerics (DTYPE) reach every endpoint; the payload's own win
     env.update(endpoint_env)
     env.update({"MODEL_ID": model_id, "HOSTNAME": host, "PORT": str(port), ENDPOINT_MARKER_ENV: endpoint})
     # Logs go to a file that the learner may read: no progress bars in it.

@@ -16,6 +16,8 @@ router = APIRouter(tags=["Text Generation Inference"])
 
 
 @router.get("/health", summary="200 when the model can serve, 503 otherwise")
+# SageMaker polls GET /ping on every container; TGI's router maps it to the same health check.
+@router.get("/ping", summary="SageMaker's health check: the same answer as /health", include_in_schema=False)
 async def health(state: AppState = Depends(get_state)) -> Response:
     if state.engine.healthy and state.engine.is_running:
         return Response(status_code=200)
