@@ -1,4 +1,11 @@
-"""Shared fixtures: the real default model, loaded once, and real servers on loopback built around it."""
+"""Shared fixtures: the real default model, loaded once, and real servers on loopback built around it.
+
+Model text differs between float32 and bf16 (and between CPUs' kernels), and `make test DTYPE=...` runs the
+suite in either. So a test asserts the contract (status, shapes, a parsed object, a call to an existing tool
+with schema-valid arguments), or a fact the default model gets right in both dtypes: "Paris" for the capital of
+France, 12 and 34 copied from "What is 12 times 34?" into a call's arguments, "408" read back from a tool
+result. Both DTYPE runs pass before a change lands.
+"""
 
 from __future__ import annotations
 

@@ -18,6 +18,15 @@ def test_info_reports_device_and_default_model():
     assert report["settings"]["port"] == 3000
 
 
+def test_info_never_prints_the_api_key():
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "tgi_course", "info"], capture_output=True, text=True, timeout=300, env={**os.environ, "API_KEY": "s3cret-key"})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-key" not in result.stdout
+    assert json.loads(result.stdout)["settings"]["api_key"] == "***"
+
+
 def test_download_is_idempotent_and_says_where():
     result = run("download")
     assert result.returncode == 0, result.stderr

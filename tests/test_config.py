@@ -60,3 +60,19 @@ def test_dtype_is_the_one_setting_a_run_shares_with_every_server_it_starts(monke
     child = build_env(parent, {}, endpoint="ns/name", model_id="m", host="127.0.0.1", port=1)
     assert child["DTYPE"] == "float32" and "MAX_TOTAL_TOKENS" not in child and "API_KEY" not in child
     assert build_env(parent, {"DTYPE": "bfloat16"}, endpoint="ns/name", model_id="m", host="127.0.0.1", port=1)["DTYPE"] == "bfloat16"
+
+
+def test_hostname_is_honoured_only_as_an_address():
+    # Docker, Codespaces and Fedora shells export HOSTNAME as the machine's name: that must not move the bind address.
+    assert ServerConfig.from_sources(env={"HOSTNAME": "3f2a9c1d7b4e"}).hostname == "127.0.0.1"
+    assert ServerConfig.from_sources(env={"HOSTNAME": "0.0.0.0"}).hostname == "0.0.0.0"
+    assert ServerConfig.from_sources(env={"HOSTNAME": "::1"}).hostname == "::1"
+    assert ServerConfig.from_sources(env={"TGI_COURSE_HOSTNAME": "0.0.0.0", "HOSTNAME": "devbox"}).hostname == "0.0.0.0"
+    assert ServerConfig.from_sources(env={"HOSTNAME": "devbox"}, overrides={"hostname": "0.0.0.0"}).hostname == "0.0.0.0"
+
+
+def test_loopback_addresses():
+    from tgi_course.config import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.0.2.7"))

@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from .config import ConfigError, ServerConfig, add_cli_arguments
+from .config import ConfigError, ServerConfig, add_cli_arguments, is_loopback
 
 
 def _config_from(args: argparse.Namespace) -> ServerConfig:
@@ -39,6 +39,11 @@ def serve(args: argparse.Namespace) -> int:
         app.state.tgi.facts.name, resolved.hostname, resolved.port, resolved.max_input_tokens,
         resolved.max_total_tokens, app.state.tgi.loaded.device, app.state.tgi.loaded.dtype, resolved.quantize,
     )
+    if not is_loopback(resolved.hostname) and not resolved.api_key:
+        logging.getLogger("tgi_course").warning(
+            "listening on %s without API_KEY: anyone who can reach this machine can use the server; set API_KEY to require a Bearer token",
+            resolved.hostname,
+        )
     uvicorn.run(app, host=resolved.hostname, port=resolved.port, log_level="warning", access_log=False)
     return 0
 
@@ -55,6 +60,11 @@ def download(args: argparse.Namespace) -> int:
     folder = convert_gguf(source)
     print(f"{source.name}: ready at {folder}")
     return 0
+
+
+def _masked(settings: dict[str, object]) -> dict[str, object]:
+    """Settings fit to print: the API key is a secret, so only whether one is set shows."""
+    return {**settings, "api_key": "***" if settings.get("api_key") else None}
 
 
 def info(_: argparse.Namespace) -> int:
@@ -76,7 +86,7 @@ def info(_: argparse.Namespace) -> int:
         "device": str(device),
         "dtype": str(choose_dtype(device)).removeprefix("torch."),
         "cache_dir": str(cache_dir()),
-        "settings": asdict(ServerConfig.from_sources()),
+        "settings": _masked(asdict(ServerConfig.from_sources())),
     }
     try:
         source = resolve("default")

@@ -40,7 +40,9 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "model_id": Setting(("MODEL_ID",), "Model to serve: 'default', a local folder, a .gguf file or a Hub id."),
     "revision": Setting(("REVISION",), "Hub revision for a Hub MODEL_ID."),
-    "hostname": Setting(("HOSTNAME",), "Interface to listen on; 0.0.0.0 to serve a room."),
+    # HOSTNAME is TGI's name, but Docker, Codespaces and Fedora/RHEL shells export HOSTNAME as the machine's
+    # name: it counts only when it is an IP address (see _honoured), TGI_COURSE_HOSTNAME always.
+    "hostname": Setting(("TGI_COURSE_HOSTNAME", "HOSTNAME"), "Interface to listen on (an IP address); 0.0.0.0 to serve a room."),
     "port": Setting(("PORT",), "TCP port (TGI's launcher uses 3000)."),
     "device": Setting(("DEVICE",), "cuda, cpu or auto."),
     "dtype": Setting(("DTYPE",), "bfloat16, float16, float32 or auto."),
@@ -135,7 +137,7 @@ class ServerConfig:
         for name, setting in SETTINGS.items():
             for var in setting.env:
                 raw = env.get(var)
-                if raw is not None and raw != "":
+                if raw is not None and raw != "" and _honoured(var, raw):
                     values[name] = _parse(name, types[name], raw, source=var)
                     break
         for name, value in (overrides or {}).items():
@@ -215,6 +217,31 @@ class ServerConfig:
                 value = ",".join(value)
             out[setting.env[0]] = str(value)
         return out
+
+
+def _honoured(var: str, raw: str) -> bool:
+    """Whether an environment value is meant for the server: a HOSTNAME that is no IP literal is the machine's name."""
+    if var != "HOSTNAME":
+        return True
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(raw.strip().strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(hostname: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if hostname.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _replace(config: ServerConfig, **changes: Any) -> ServerConfig:

@@ -67,6 +67,14 @@ def test_malformed_json(small):
     still_serving(small.url)
 
 
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions", "/generate", "/generate_stream", "/", "/invocations", "/tokenize", "/chat_tokenize"])
+def test_a_body_that_is_not_utf8_is_a_400(small, route):
+    response = http.post(f"{small.url}{route}", content=b'{"inputs": "\xff\xfe caf\xe9"}', headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error_type"] == "validation"
+    still_serving(small.url)
+
+
 def test_wrong_content_type(small):
     response = http.post(f"{small.url}/v1/chat/completions", content=b"messages=hi", headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415 and "application/json" in response.json()["error"]

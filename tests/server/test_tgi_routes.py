@@ -75,8 +75,11 @@ def test_generate_stream_events(server, check):
     check("StreamDetails", events[-1]["details"])
 
 
-def test_compat_route_streams_when_asked(server, check):
-    plain = http.post(f"{server.url}/", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}}).json()
+def test_compat_route_answers_an_array_and_streams_when_asked(server, check):
+    # TGI's POST / answers a one-element array of GenerateResponse (its spec, and its own client reads [0]).
+    answer = http.post(f"{server.url}/", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}}).json()
+    assert isinstance(answer, list) and len(answer) == 1
+    (plain,) = answer
     check("GenerateResponse", plain)
     with http.stream("POST", f"{server.url}/", json={"inputs": "The sky is", "parameters": {"max_new_tokens": 3}, "stream": True}) as response:
         events = sse_json(response)

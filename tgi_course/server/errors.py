@@ -85,8 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+        kinds = {400: "validation", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", said precisely
+            detail = f"Request body is not valid JSON: it is not UTF-8 text ({exc.__cause__})"
         return JSONResponse(
             {"error": detail, "error_type": kinds.get(exc.status_code, "http")},
             status_code=exc.status_code,

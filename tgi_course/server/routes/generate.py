@@ -15,7 +15,9 @@ from .responses import sse, whole
 router = APIRouter(tags=["Text Generation Inference"])
 
 
-async def handle_generate(state: AppState, body: GenerateRequest, stream: bool) -> Response:
+async def handle_generate(state: AppState, body: GenerateRequest, stream: bool, as_list: bool = False) -> Response:
+    """``as_list``: TGI's compat route ``POST /`` (and SageMaker's generate bodies) answer a one-element JSON
+    array of GenerateResponse, which its own ``text-generation`` client indexes with ``[0]``."""
     route = "generate_stream" if stream else "generate"
     state.metrics.received(route)
     p = body.parameters
@@ -29,9 +31,8 @@ async def handle_generate(state: AppState, body: GenerateRequest, stream: bool) 
         results = await serving.run_to_end(state.engine, state.metrics, route, [prepared])
     finally:
         state.admission.leave()
-    return whole(
-        serving.generate_response(prepared, results, p.details, p.decoder_input_details, bool(p.return_full_text), state.loaded.tokenizer)
-    )
+    response = serving.generate_response(prepared, results, p.details, p.decoder_input_details, bool(p.return_full_text), state.loaded.tokenizer)
+    return whole([response] if as_list else response)
 
 
 @router.post("/generate", dependencies=INFERENCE, summary="Generate tokens")
@@ -46,4 +47,4 @@ async def generate_stream(body: GenerateRequest, state: AppState = Depends(get_s
 
 @router.post("/", dependencies=INFERENCE, summary="Generate tokens; `stream: true` for Server-Sent Events")
 async def compat_generate(body: GenerateRequest, state: AppState = Depends(get_state)) -> Response:
-    return await handle_generate(state, body, stream=body.stream)
+    return await handle_generate(state, body, stream=body.stream, as_list=True)

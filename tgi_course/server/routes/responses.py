@@ -18,6 +18,9 @@ def sse(state: AppState, stream: AsyncIterator[str]) -> EventSourceResponse:
 
 
 def whole(body: Any) -> JSONResponse:
+    """A JSON response of a wire model, or of a list of them."""
+    if isinstance(body, list):
+        return JSONResponse([item.model_dump(mode="json") if hasattr(item, "model_dump") else item for item in body])
     if hasattr(body, "model_dump"):
         body = body.model_dump(mode="json")
     return JSONResponse(body)

@@ -36,7 +36,7 @@ def _parse(model: type, body: dict) -> object:
 async def invocations(request: Request, state: AppState = Depends(get_state)) -> Response:
     try:
         body = json.loads(await request.body())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a body that is not UTF-8 is a client error too
         raise ApiError(400, "validation", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise validation_error("Input validation error: the body must be a JSON object")
