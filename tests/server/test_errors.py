@@ -61,6 +61,33 @@ def test_chat_validation(small, name, body, status, words):
     still_serving(small.url)
 
 
+@pytest.mark.parametrize("field", ["temperature", "top_p", "frequency_penalty", "presence_penalty", "repetition_penalty"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_422_naming_the_field(small, field, literal):
+    # JSON parsers here accept these literals and pydantic keeps them as floats: validation must catch them,
+    # or the step that samples the row fails.
+    body = f'{{"messages": [{{"role": "user", "content": "Hi"}}], "max_tokens": 2, "{field}": {literal}}}'.encode()
+    response = http.post(f"{small.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert f"`{field}`" in response.json()["error"]
+    generate = f'{{"inputs": "Hi", "parameters": {{"max_new_tokens": 2, "{field}": {literal}}}}}'.encode()
+    if field != "presence_penalty":  # not a TGI generate parameter
+        response = http.post(f"{small.url}/generate", content=generate, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert f"`{field}`" in response.json()["error"]
+    still_serving(small.url)
+
+
+def test_temperatures_too_small_to_sample_decode_greedily(small):
+    greedy = http.post(f"{small.url}/v1/chat/completions", json={"messages": HI, "max_tokens": 4, "temperature": 0}).json()
+    tiny = http.post(f"{small.url}/v1/chat/completions", json={"messages": HI, "max_tokens": 4, "temperature": 1e-40})
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+    extreme = http.post(f"{small.url}/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 4, "temperature": 1e-45, "repetition_penalty": 1e30}})
+    assert extreme.status_code == 200, extreme.text
+    still_serving(small.url)
+
+
 def test_malformed_json(small):
     response = http.post(f"{small.url}/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]

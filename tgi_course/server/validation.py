@@ -7,6 +7,7 @@ fix the request from the error alone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,9 +37,31 @@ class Prepared:
     tools: tool_calls.ToolPlan | None = None  # set when the model's output is a function call (or no_tool text)
 
 
+# Below this a temperature is greedy decoding, as in vLLM (its _SAMPLING_EPS): dividing logits by 1e-40 would
+# overflow them to inf, and the step that samples them would fail.
+GREEDY_BELOW = 1e-5
+
+
+def _check_finite(name: str, value: float | None) -> None:
+    # JSON parsers here accept NaN and Infinity literals, and pydantic lets them through as floats.
+    if value is not None and not math.isfinite(value):
+        raise validation_error(f"Input validation error: `{name}` must be a finite number, got {value}")
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    _check_finite(name, value)
+    if value is not None and value <= 0:
+        raise validation_error(f"Input validation error: `{name}` must be strictly positive, got {value}")
+
+
+def _greedy_if_tiny(temperature: float) -> float:
+    return 0.0 if temperature < GREEDY_BELOW else temperature
+
+
 def _check_range(name: str, value: float | None, low: float, high: float, low_open: bool = False) -> None:
     if value is None:
         return
+    _check_finite(name, value)
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         bracket = "(" if low_open else "["
@@ -186,13 +209,14 @@ class Validator:
         _check_range("top_p", top_p, 0.0, 1.0, low_open=True)
         _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0)
         _check_range("presence_penalty", presence_penalty, -2.0, 2.0)
-        if repetition_penalty is not None and repetition_penalty <= 0:
-            raise validation_error(f"Input validation error: `repetition_penalty` must be strictly positive, got {repetition_penalty}")
+        _check_positive("repetition_penalty", repetition_penalty)
+        for token, bias in (logit_bias or {}).items():
+            _check_finite(f"logit_bias.{token}", bias)
         if top_k is not None and top_k <= 0:
             raise validation_error(f"Input validation error: `top_k` must be strictly positive, got {top_k}")
         processors = (_logit_bias_processor(logit_bias, self.vocab_size),) if logit_bias else ()
         return {
-            "temperature": 1.0 if temperature is None else temperature,  # OpenAI's default
+            "temperature": 1.0 if temperature is None else _greedy_if_tiny(temperature),  # OpenAI's default
             "top_p": 1.0 if top_p is None else top_p,
             "top_k": top_k or 0,
             "frequency_penalty": frequency_penalty or 0.0,
@@ -358,14 +382,12 @@ class Validator:
     # -- TGI generate --------------------------------------------------------------------------
     def generate(self, inputs: str, parameters: GenerateParameters) -> Prepared:
         p = parameters
-        if p.temperature is not None and p.temperature <= 0:
-            raise validation_error(f"Input validation error: `temperature` must be strictly positive, got {p.temperature}")
+        _check_positive("temperature", p.temperature)
         _check_range("top_p", p.top_p, 0.0, 1.0, low_open=True)
         if p.top_p is not None and p.top_p == 1.0:
             p = p.model_copy(update={"top_p": None})  # TGI rejects 1.0; it means "off", so we accept it
         _check_range("typical_p", p.typical_p, 0.0, 1.0, low_open=True)
-        if p.repetition_penalty is not None and p.repetition_penalty <= 0:
-            raise validation_error(f"Input validation error: `repetition_penalty` must be strictly positive, got {p.repetition_penalty}")
+        _check_positive("repetition_penalty", p.repetition_penalty)
         _check_range("frequency_penalty", p.frequency_penalty, -2.0, 2.0)
         if p.top_k is not None and p.top_k <= 0:
             raise validation_error(f"Input validation error: `top_k` must be strictly positive, got {p.top_k}")
@@ -390,7 +412,7 @@ class Validator:
         sampling = p.do_sample or (p.temperature not in (None, 1.0)) or bool(p.top_k) or p.top_p is not None or p.typical_p is not None
         base = SamplingParams(
             max_new_tokens=self.max_new_tokens("max_new_tokens", p.max_new_tokens, len(ids)),
-            temperature=(p.temperature or 1.0) if sampling else 0.0,
+            temperature=_greedy_if_tiny(p.temperature or 1.0) if sampling else 0.0,
             top_p=p.top_p or 1.0,
             top_k=p.top_k or 0,
             seed=seed,
