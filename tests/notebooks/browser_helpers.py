@@ -51,7 +51,7 @@ class Lab:
 
 
 @contextmanager
-def make_course(notebooks: list[Path], tmp_path: Path, startup_timeout: float = 600.0) -> Iterator[Lab]:
+def make_course(notebooks: list[Path], tmp_path: Path, startup_timeout: float = 300.0) -> Iterator[Lab]:
     """``make course`` on a copy of ``notebooks``, JupyterLab headless on a free port; stopped on exit."""
     folder = tmp_path / "course"
     folder.mkdir()

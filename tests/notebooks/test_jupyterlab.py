@@ -10,12 +10,13 @@ from browser_helpers import browser_page, make_course, run_all_cells_in_jupyterl
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# Set-up of `make course` (stamps already fresh), JupyterLab, a kernel, the model server: minutes on 2 busy cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def test_make_course_opens_notebook_00_and_runs_every_cell(tmp_path):
     with make_course([ROOT / "notebooks" / "00_welcome.ipynb"], tmp_path) as lab, browser_page() as page:
-        run = run_all_cells_in_jupyterlab(page, lab, "00_welcome.ipynb")
+        run = run_all_cells_in_jupyterlab(page, lab, "00_welcome.ipynb", timeout=600)
         log = lab.log.read_text(errors="replace")
     assert run.code_cells >= 5
     assert run.executed == run.code_cells, f"{run.executed} of {run.code_cells} cells ran; make course's log:\n{log[-3000:]}"

@@ -40,6 +40,7 @@ def test_over_max_concurrent_requests_gets_429_then_recovers(start_server):
         second = http.post(f"{server.url}/v1/chat/completions", json={"messages": LONG["messages"], "max_tokens": 2})
         assert second.status_code == 429
         assert second.json()["error_type"] == "overloaded" and "MAX_CONCURRENT_REQUESTS=1" in second.json()["error"]
+        assert second.headers["retry-after"] == "1"  # the openai client waits this long before its own retry
         with pytest.raises(openai.RateLimitError):
             server.openai().chat.completions.create(model="tgi", messages=LONG["messages"], max_tokens=2)
         for _ in lines:

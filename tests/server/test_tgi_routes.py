@@ -153,7 +153,7 @@ def test_health_is_503_when_the_engine_is_down(start_server):
     server.state.engine.stop()
     for route in ("/health", "/ping"):
         response = http.get(f"{server.url}{route}")
-        assert response.status_code == 503
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert response.json() == {"error": "unhealthy", "error_type": "healthcheck"}
 
 

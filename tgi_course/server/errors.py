@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A failure a client should see: status code, TGI error_type and a message naming the field."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
         self.message = message
+        self.headers = headers or {}
 
     def body(self) -> dict[str, str]:
         return {"error": self.message, "error_type": self.error_type}
@@ -39,8 +40,16 @@ def generation_error(message: str) -> ApiError:
     return ApiError(424, "generation", message)
 
 
+# Seconds a client should wait before retrying a 429 or a 503. The openai client honours Retry-After (up to
+# 60 s) in its own retries; a short, fixed wait suits a queue that drains in seconds.
+RETRY_AFTER_SECONDS = 1
+
+
 def overloaded_error(limit: int) -> ApiError:
-    return ApiError(429, "overloaded", f"Model is overloaded: more than MAX_CONCURRENT_REQUESTS={limit} requests in flight")
+    return ApiError(
+        429, "overloaded", f"Model is overloaded: more than MAX_CONCURRENT_REQUESTS={limit} requests in flight",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def unauthorized_error() -> ApiError:
@@ -71,7 +80,7 @@ def _describe_pydantic(exc: RequestValidationError) -> ApiError:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
     @app.exception_handler(TemplateError)
     async def _template_error(_: Request, exc: TemplateError) -> JSONResponse:

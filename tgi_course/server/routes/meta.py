@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from ... import __version__
 from ...engine.chat import tokenize_with_offsets
 from ..dependencies import require_api_key, require_json
+from ..errors import RETRY_AFTER_SECONDS
 from ..protocol.openai import ChatCompletionRequest, ModelCard, ModelList
 from ..protocol.tgi import TokenizeRequest
 from ..state import AppState, get_state
@@ -21,7 +22,9 @@ router = APIRouter(tags=["Text Generation Inference"])
 async def health(state: AppState = Depends(get_state)) -> Response:
     if state.engine.healthy and state.engine.is_running:
         return Response(status_code=200)
-    return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+    return JSONResponse(
+        {"error": "unhealthy", "error_type": "healthcheck"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 @router.get("/info", summary="Model and router settings")
