@@ -56,7 +56,7 @@ def make_course(notebooks: list[Path], tmp_path: Path, startup_timeout: float = 
     folder = tmp_path / "course"
     folder.mkdir()
     for path in notebooks:
-        shutil.copy(path, folder / path.name)
+        _copy_without_outputs(path, folder / path.name)
     token, lab_port, server_port = secrets.token_hex(12), free_port(), free_port()
     log = tmp_path / "make-course.log"
     settings = _lab_settings(tmp_path / "lab-settings")
@@ -90,6 +90,17 @@ def make_course(notebooks: list[Path], tmp_path: Path, startup_timeout: float = 
         yield lab
     finally:
         _stop_group(process)
+
+
+def _copy_without_outputs(source: Path, target: Path) -> None:
+    """The notebook with its stored outputs and counts cleared, so every number and output seen is this run's."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, target)
 
 
 def _lab_settings(folder: Path) -> Path:
@@ -150,21 +161,34 @@ class NotebookRun:
 def run_all_cells_in_jupyterlab(page, lab: Lab, name: str, timeout: float = 600.0) -> NotebookRun:
     """Open ``name`` in JupyterLab, run every cell from the Run menu, wait until the kernel is done, and
     collect the error and stderr outputs the learner would see."""
+    import nbformat
+
+    count = sum(1 for cell in nbformat.read(lab.folder / name, as_version=4).cells if cell.cell_type == "code")
     page.goto(lab.notebook_url(name))
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    code = page.locator(".jp-Notebook .jp-CodeCell")
-    count = code.count()
-    deadline = time.monotonic() + timeout
-    while True:
-        prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        executed = sum(1 for text in prompts if text.strip().startswith("[") and text.strip()[1:-2].strip().isdigit())
-        busy = any("*" in text for text in prompts)
-        if executed == count and not busy:
+    prompts_locator = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt")
+    # The page renders cells in batches after the first one appears: wait for all of them and an idle kernel.
+    deadline = time.monotonic() + 180
+    while prompts_locator.count() < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+    # The Run menu acts on the current notebook: until the page has made it current, "Run All Cells" does
+    # nothing. Click into the notebook, run all, and try again if no cell has started a few seconds later.
+    for _ in range(5):
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        started = time.monotonic() + 10
+        while time.monotonic() < started and not any(t.strip() not in ("", "[ ]:") for t in prompts_locator.all_inner_texts()):
+            time.sleep(0.5)
+        if any(t.strip() not in ("", "[ ]:") for t in prompts_locator.all_inner_texts()):
             break
-        if time.monotonic() > deadline:
+        page.keyboard.press("Escape")
+    deadline = time.monotonic() + timeout
+    executed = 0
+    while time.monotonic() < deadline:
+        prompts = [text.strip() for text in prompts_locator.all_inner_texts()]
+        executed = sum(1 for text in prompts if text.startswith("[") and text[1:-2].strip().isdigit())
+        if executed == count and not any("*" in text for text in prompts):
             break
         time.sleep(0.5)
     errors = page.locator(
