@@ -5,7 +5,7 @@ The model writes one JSON object, ``{"name": <function>, "arguments": {...}}``, 
 the tools' parameter schemas, so the call always parses and matches its schema. With ``tool_choice: auto``
 one more choice is offered, TGI's ``no_tool`` with ``{"content": <text>}``: picking it means "answer in
 text", and the client receives ordinary content. The reply carries ``function.arguments`` as a JSON
-*string* and ``finish_reason: "tool_calls"``, as OpenAI does (TGI sends an object, which breaks clients).
+*string* and ``finish_reason: "tool_calls"``, as OpenAI does (and TGI since 3.2; before, it sent an object).
 
 Chat templates without tool support (the course model's) get a documented fallback: the tool list goes into
 the system message, earlier calls are written back as the same JSON the model produces, and tool results
