@@ -47,3 +47,15 @@ def test_use_connection_exports_the_server(monkeypatch, capfd) -> None:
     js.use_connection(conn)
     js.run_node("console.log(process.env.TGI_BASE_URL, process.env.TGI_API_KEY, process.env.TGI_MODEL);")
     assert capfd.readouterr().out.strip() == "http://127.0.0.1:1/v1/ - m"
+
+
+def test_without_node_the_notebook_says_how_to_get_it(monkeypatch) -> None:
+    monkeypatch.setattr(js.shutil, "which", lambda name: None)
+    ready, message = js.node_status()
+    assert not ready and message == js.HOW_TO_GET_NODE and "Node.js 20" in message and "make setup" in message
+    with pytest.raises(js.NodeError, match="Every other notebook of the course works without Node"):
+        js.run_node("console.log(1);")
+
+
+def test_with_node_the_status_line_is_the_same_on_every_machine() -> None:
+    assert js.node_status() == (True, "Node.js 20 or newer, with the npm packages installed: the %%node cells can run")

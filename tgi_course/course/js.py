@@ -78,7 +78,7 @@ def node_status() -> tuple[bool, str]:
         return False, str(exc)
     if not (project / "node_modules" / "openai").is_dir():
         return False, f"Node.js {version} is installed, but the npm packages are not: run `make setup` (or `npm ci` in {project})."
-    return True, f"Node.js {version}, 20 or newer, with the npm packages installed"
+    return True, "Node.js 20 or newer, with the npm packages installed: the %%node cells can run"
 
 
 def use_connection(conn: Any) -> None:
