@@ -13,8 +13,8 @@ Tools and structured outputs are where OpenAI-compatible servers differ most:
   ...}``, so OpenAI's ``{"type": "json_schema", "json_schema": {...}}`` (what the ``openai`` client's
   ``chat.completions.parse()`` and LangChain's ``with_structured_output`` send) gets HTTP 422.
 
-``tool_support(conn)`` and ``json_schema_support(conn)`` send one minimal request each (a few tokens at
-most) and return a :class:`Support`: ``supported`` and an ``explanation`` a notebook can print instead of
+``tool_support(conn)`` and ``json_schema_support(conn)`` send minimal requests (a few tokens; a server that
+answers 200 but ignores the feature, as ``transformers serve`` does, is caught by the reply's shape) and return a :class:`Support`: ``supported`` and an ``explanation`` a notebook can print instead of
 failing with a traceback.
 """
 
@@ -135,16 +135,47 @@ def tool_support(conn: Connection) -> Support:
             return _unreachable("tools", error)
         if response.status_code != 200:
             return read_tool_refusal(response.status_code, error_message(response.text))
+    if not _has_tool_call(response):
+        # A 200 without a call: the server accepted `tools` and ignored them (transformers serve does).
+        return Support(
+            "tools", False,
+            "This server accepts `tools` but ignores them: asked for a required call, it answered with text and no "
+            "`tool_calls`. TGI supports tools on any model (a grammar constrains the call); vLLM needs "
+            f"`{VLLM_TOOL_FLAGS}` and a model trained to call tools.", 200,
+        )
     return Support("tools", True, "This server takes tools (tool_choice \"auto\" and \"required\").", 200)
+
+
+def _is_probe_json(response: httpx.Response) -> bool:
+    try:
+        reply = json.loads(response.json()["choices"][0]["message"]["content"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+    return isinstance(reply, dict) and isinstance(reply.get("ok"), bool)
+
+
+def _has_tool_call(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json()["choices"][0]["message"].get("tool_calls"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return False
 
 
 def json_schema_support(conn: Connection) -> Support:
     """Probe OpenAI's ``response_format`` shape, ``{"type": "json_schema", "json_schema": {...}}`` (1 token)."""
     response_format = {"type": "json_schema", "json_schema": {"name": "probe", "schema": PROBE_SCHEMA, "strict": True}}
     try:
-        response = _post(conn, {"messages": [{"role": "user", "content": "Say ok."}], "response_format": response_format, "max_tokens": 1})
+        response = _post(conn, {"messages": [{"role": "user", "content": "Say ok."}], "response_format": response_format, "max_tokens": 16})
     except httpx.HTTPError as error:
         return _unreachable("json_schema", error)
     if response.status_code != 200:
         return read_json_schema_refusal(response.status_code, error_message(response.text))
+    if not _is_probe_json(response):
+        # A 200 whose text is no {"ok": ...} object: the server accepted response_format and ignored it.
+        return Support(
+            "json_schema", False,
+            "This server accepts OpenAI's response_format but ignores it: the reply did not follow the schema, so "
+            "`chat.completions.parse()` would fail to parse. Servers that enforce it: TGI (in its own shape), vLLM, "
+            "and this course's server.", 200,
+        )
     return Support("json_schema", True, "This server takes OpenAI's response_format {\"type\": \"json_schema\", ...}.", 200)
