@@ -24,7 +24,7 @@ case "$server" in
   *) echo "unknown server $server (transformers or vllm)"; exit 2 ;;
 esac
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$hub_cache"' EXIT
+trap 'status=$?; kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$hub_cache"; exit $status' EXIT
 for _ in $(seq 1 "$ready"); do
   curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
   kill -0 $pid 2>/dev/null || { echo "$server exited during start-up:"; tail -40 "$log"; exit 1; }
