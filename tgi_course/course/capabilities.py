@@ -120,22 +120,37 @@ def _post(conn: Connection, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{conn.url}/v1/chat/completions", json={"model": conn.model, "temperature": 0, **body}, headers=conn.headers, timeout=120)
 
 
-def _unreachable(feature: str, error: httpx.HTTPError) -> Support:
-    return Support(feature, False, f"The server could not be reached to probe {feature}: {error}")
+def _ask(conn: Connection, feature: str, body: dict[str, Any], read_refusal: Any) -> httpx.Response | Support:
+    """One probe request: the 200 response, or the Support that explains why there is none."""
+    try:
+        response = _post(conn, body)
+    except httpx.HTTPError as error:
+        return Support(feature, False, f"The server could not be reached to probe {feature}: {error}")
+    if response.status_code != 200:
+        return read_refusal(response.status_code, error_message(response.text))
+    return response
+
+
+def _first_message(response: httpx.Response) -> dict[str, Any]:
+    """The first choice's message of a chat completion; empty when the body has none."""
+    try:
+        message = response.json()["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return {}
+    return message if isinstance(message, dict) else {}
 
 
 def tool_support(conn: Connection) -> Support:
     """Probe function calling with one no-argument tool: ``tool_choice`` ``"auto"`` (1 token; vLLM checks its
-    flags before generating) and ``"required"`` (a whole call, about 13 tokens). Supported when both answer 200."""
+    flags before generating) and ``"required"`` (a whole call, about 13 tokens). Supported when both answer 200
+    and the required one holds a call."""
     question = [{"role": "user", "content": "Check that the server answers."}]
     for choice, max_tokens in (("auto", 1), ("required", 32)):
-        try:
-            response = _post(conn, {"messages": question, "tools": [PROBE_TOOL], "tool_choice": choice, "max_tokens": max_tokens})
-        except httpx.HTTPError as error:
-            return _unreachable("tools", error)
-        if response.status_code != 200:
-            return read_tool_refusal(response.status_code, error_message(response.text))
-    if not _has_tool_call(response):
+        body = {"messages": question, "tools": [PROBE_TOOL], "tool_choice": choice, "max_tokens": max_tokens}
+        response = _ask(conn, "tools", body, read_tool_refusal)
+        if isinstance(response, Support):
+            return response
+    if not _first_message(response).get("tool_calls"):
         # A 200 without a call: the server accepted `tools` and ignored them (transformers serve does).
         return Support(
             "tools", False,
@@ -146,31 +161,23 @@ def tool_support(conn: Connection) -> Support:
     return Support("tools", True, "This server takes tools (tool_choice \"auto\" and \"required\").", 200)
 
 
-def _is_probe_json(response: httpx.Response) -> bool:
+def _follows_probe_schema(content: Any) -> bool:
     try:
-        reply = json.loads(response.json()["choices"][0]["message"]["content"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        reply = json.loads(content)
+    except (TypeError, ValueError):
         return False
     return isinstance(reply, dict) and isinstance(reply.get("ok"), bool)
 
 
-def _has_tool_call(response: httpx.Response) -> bool:
-    try:
-        return bool(response.json()["choices"][0]["message"].get("tool_calls"))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return False
-
-
 def json_schema_support(conn: Connection) -> Support:
-    """Probe OpenAI's ``response_format`` shape, ``{"type": "json_schema", "json_schema": {...}}`` (1 token)."""
+    """Probe OpenAI's ``response_format`` shape, ``{"type": "json_schema", "json_schema": {...}}`` (a reply of
+    about 5 tokens, which must follow the schema)."""
     response_format = {"type": "json_schema", "json_schema": {"name": "probe", "schema": PROBE_SCHEMA, "strict": True}}
-    try:
-        response = _post(conn, {"messages": [{"role": "user", "content": "Say ok."}], "response_format": response_format, "max_tokens": 16})
-    except httpx.HTTPError as error:
-        return _unreachable("json_schema", error)
-    if response.status_code != 200:
-        return read_json_schema_refusal(response.status_code, error_message(response.text))
-    if not _is_probe_json(response):
+    body = {"messages": [{"role": "user", "content": "Say ok."}], "response_format": response_format, "max_tokens": 16}
+    response = _ask(conn, "json_schema", body, read_json_schema_refusal)
+    if isinstance(response, Support):
+        return response
+    if not _follows_probe_schema(_first_message(response).get("content")):
         # A 200 whose text is no {"ok": ...} object: the server accepted response_format and ignored it.
         return Support(
             "json_schema", False,
