@@ -15,7 +15,7 @@ Each round runs the three in a rotated order; ratios are taken within a round (s
 load) and their median is reported: on a shared 2-core machine step times drift by 10-50 % between minutes.
 Two figures are taken inside the step as well, and they are the ones other work disturbs least: the grammar's
 own time (mask + accept, timed around each processor), and the engine's token choice per step
-(``choose_next_tokens``, timed by wrapping the scheduler's reference to it): the only part of a step that a
+(``choose_next_tokens``, timed by wrapping the engine loop's reference to it): the only part of a step that a
 constraint changes; the forward pass is the same for every kind.
 Prints a table and writes bench/results/constrained-<UTC time>.json.
 """
@@ -70,10 +70,10 @@ async def _drain(engine: Any, prepared: list[Any]) -> None:
 
 
 class _TimedChoice:
-    """Stands in for the scheduler's ``choose_next_tokens`` and records its seconds per step, by batch kind."""
+    """Stands in for the engine loop's ``choose_next_tokens`` and records its seconds per step, by batch kind."""
 
     def __init__(self) -> None:
-        import tgi_course.engine.scheduler as scheduler
+        import tgi_course.engine.engine as scheduler  # the loop module, which calls choose_next_tokens
 
         self._scheduler, self._inner = scheduler, scheduler.choose_next_tokens
         self.kind = "warm-up"

@@ -24,7 +24,7 @@ from .stats import load_avg_1m
 _PROBE = r"""
 import json, statistics, sys, threading, time
 import torch
-from tgi_course.engine.batch import PaddedBatch
+from tgi_course.engine.runners import PaddedBatch
 from tgi_course.models import loading, resolve
 
 where, quantize = sys.argv[1], (sys.argv[2] or None)
@@ -38,11 +38,11 @@ steps = {}
 def decode():
     for rows in (1, 16):
         logits, batch = PaddedBatch(loaded.model, 0).prefill([[1, 9690, 198, 2683, 359, 253, 5356, 1123, 1] * 3] * rows)
-        batch.set_next_tokens(logits.argmax(-1).tolist())
+        tokens = logits.argmax(-1).tolist()
         times = []
         for _ in range(40):
             started = time.perf_counter()
-            batch.set_next_tokens(batch.step().argmax(-1).tolist())
+            tokens = batch.step(tokens).argmax(-1).tolist()
             times.append(time.perf_counter() - started)
         steps[rows] = statistics.median(times[5:]) * 1000
 

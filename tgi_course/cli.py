@@ -20,10 +20,10 @@ def _config_from(args: argparse.Namespace) -> ServerConfig:
 def serve(args: argparse.Namespace) -> int:
     """Load the model, then listen. Settings come from TGI's environment variables and these flags."""
     import torch
-    import uvicorn
 
     from .models import ModelNotAvailable
     from .server import create_app
+    from .server.lifecycle import serve as serve_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -44,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
             "listening on %s without API_KEY: anyone who can reach this machine can use the server; set API_KEY to require a Bearer token",
             resolved.hostname,
         )
-    uvicorn.run(app, host=resolved.hostname, port=resolved.port, log_level="warning", access_log=False)
+    serve_app(app, resolved.hostname, resolved.port)
     return 0
 
 

@@ -62,6 +62,11 @@ SETTINGS: dict[str, Setting] = {
     "cors_allow_origin": Setting(("CORS_ALLOW_ORIGIN",), "Comma-separated origins allowed by CORS."),
     "served_model_name": Setting(("SERVED_MODEL_NAME",), "Name reported in responses and /v1/models."),
     "threads": Setting(("TGI_COURSE_THREADS",), "CPU threads for torch (0 = all cores)."),
+    "max_client_batch_size": Setting(("MAX_CLIENT_BATCH_SIZE",), "Most prompts in one request (a /v1/completions prompt list)."),
+    "validation_workers": Setting(("VALIDATION_WORKERS",), "Threads that render templates, tokenize and compile grammars, off the event loop."),
+    "shutdown_grace_seconds": Setting(
+        ("SHUTDOWN_GRACE_SECONDS",), "On SIGTERM/SIGINT, seconds running requests may take to finish before their streams are ended."
+    ),
 }
 
 def server_env_names() -> set[str]:
@@ -123,6 +128,10 @@ class ServerConfig:
     cors_allow_origin: tuple[str, ...] = field(default_factory=tuple)
     served_model_name: str | None = None
     threads: int = 0
+    max_client_batch_size: int = 4  # TGI's default
+    validation_workers: int = 2  # TGI's default
+    # TGI's router drains in-flight requests on SIGTERM; here the wait is bounded so a stop never hangs a room.
+    shutdown_grace_seconds: float = 10.0
 
     @classmethod
     def from_sources(
@@ -190,9 +199,11 @@ class ServerConfig:
             raise ConfigError(
                 f"MAX_TOTAL_TOKENS ({t}) exceeds the model's max_position_embeddings ({model_max_positions})"
             )
-        for name in ("port", "max_concurrent_requests", "max_batch_size", "payload_limit", "max_best_of"):
+        for name in ("port", "max_concurrent_requests", "max_batch_size", "payload_limit", "max_best_of", "max_client_batch_size", "validation_workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{SETTINGS[name].env[0]} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.shutdown_grace_seconds <= 3600:
+            raise ConfigError(f"SHUTDOWN_GRACE_SECONDS must be between 0 and 3600, got {self.shutdown_grace_seconds}")
         if self.device not in {"auto", "cpu", "cuda"} and not self.device.startswith("cuda:"):
             raise ConfigError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in {"auto", "bfloat16", "float16", "float32"}:
@@ -259,6 +270,8 @@ def _parse(name: str, annotation: Any, raw: Any, source: str) -> Any:
             return tuple(part.strip() for part in str(raw).split(",") if part.strip())
         if "bool" in text:
             return raw if isinstance(raw, bool) else _bool(str(raw))
+        if "float" in text:
+            return float(raw)
         if "int" in text:
             return int(raw)
         return str(raw)

@@ -1,7 +1,7 @@
 """Fixtures for the local Inference Endpoints control plane, driven through the real huggingface_hub client.
 
-`hub` redirects huggingface_hub to a control plane with its own temporary state folder, a fixed test
-token and a short scale-to-zero "minute", and checks at the end that no server process is left.
+`hub` redirects huggingface_hub to a control plane with its own temporary state folder (so its own
+token) and a short scale-to-zero "minute", and checks at the end that no server process is left.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from endpoint_helpers import DEFAULT_MODEL, MINUTE_SECONDS, TOKEN, server_pids
+from endpoint_helpers import DEFAULT_MODEL, MINUTE_SECONDS, server_pids
 
 from tgi_course.endpoints import LocalEndpoints, use_local_endpoints, use_real_endpoints
 
@@ -30,7 +30,7 @@ class Hub:
 
 
 def _start(state_dir: Path) -> LocalEndpoints:
-    return use_local_endpoints(state_dir, token=TOKEN, minute_seconds=MINUTE_SECONDS, startup_timeout_s=300)
+    return use_local_endpoints(state_dir, minute_seconds=MINUTE_SECONDS, startup_timeout_s=300)
 
 
 @pytest.fixture(scope="module")

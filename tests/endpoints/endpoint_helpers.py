@@ -9,7 +9,6 @@ from typing import Any
 import psutil
 import pytest
 
-TOKEN = "hf_test_token_for_local_endpoints"
 MINUTE_SECONDS = 2.0  # one scaleToZeroTimeout "minute" lasts 2 s in these tests
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.6"
@@ -20,6 +19,19 @@ SEED_ENV = {
     "MAX_BATCH_TOTAL_TOKENS": "8192",
     "MODEL_ID": "/repository",
 }
+
+
+def token() -> str:
+    """The token a learner's code has: what huggingface_hub uses (the control plane's, after use_local_endpoints)."""
+    from huggingface_hub import get_token
+
+    value = get_token()
+    assert value, "use_local_endpoints() should have set HF_TOKEN"
+    return value
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {token()}"}
 
 
 def seed_kwargs(**overrides: Any) -> dict[str, Any]:

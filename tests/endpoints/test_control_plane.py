@@ -22,7 +22,7 @@ from tgi_course.endpoints import LocalEndpoints, use_real_endpoints
 from tgi_course.endpoints import spec as specs
 from tgi_course.endpoints.store import StateDirBusy
 
-from endpoint_helpers import DEFAULT_MODEL, seed_kwargs
+from endpoint_helpers import DEFAULT_MODEL, auth, seed_kwargs
 
 MISSING_MODEL = "openai-community/gpt2"
 # The seed call uses type="protected", which huggingface_hub now calls "authenticated" (with a warning).
@@ -52,7 +52,7 @@ def test_unavailable_model_fails_with_a_message_naming_it_and_the_offline_models
     assert failed.url is None
     message = failed.raw["status"]["message"]
     assert MISSING_MODEL in message and DEFAULT_MODEL in message
-    logs = httpx.get(f"{hub.control_plane.api_url}/endpoint/learner/not-offline/logs", headers={"Authorization": "Bearer x"})
+    logs = httpx.get(f"{hub.control_plane.api_url}/endpoint/learner/not-offline/logs", headers=auth())
     assert MISSING_MODEL in logs.text
 
 

@@ -83,8 +83,11 @@ def test_temperatures_too_small_to_sample_decode_greedily(small):
     tiny = http.post(f"{small.url}/v1/chat/completions", json={"messages": HI, "max_tokens": 4, "temperature": 1e-40})
     assert tiny.status_code == 200, tiny.text
     assert tiny.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
-    extreme = http.post(f"{small.url}/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 4, "temperature": 1e-45, "repetition_penalty": 1e30}})
-    assert extreme.status_code == 200, extreme.text
+    strong = http.post(f"{small.url}/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 4, "temperature": 1e-45, "repetition_penalty": 100}})
+    assert strong.status_code == 200, strong.text
+    # Penalties have an upper bound: 1e30 is refused with the field and the limit, not sampled into inf.
+    extreme = http.post(f"{small.url}/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 4, "repetition_penalty": 1e30}})
+    assert extreme.status_code == 422 and "`repetition_penalty`" in extreme.json()["error"] and "100" in extreme.json()["error"]
     still_serving(small.url)
 
 

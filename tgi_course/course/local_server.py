@@ -99,10 +99,19 @@ class LocalServer:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout: float = 10.0) -> None:
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for measuring it: RSS, threads)."""
+        return self._process.pid if self.running else None  # type: ignore[union-attr]
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, so running requests may finish within the server's SHUTDOWN_GRACE_SECONDS; SIGKILL only
+        if it has not exited ``timeout`` seconds later (default: the grace period plus 5 s)."""
         process, self._process = self._process, None
         if process is None:
             return
+        if timeout is None:
+            timeout = self.config.shutdown_grace_seconds + 5.0
         if process.poll() is None:
             process.terminate()
             try:

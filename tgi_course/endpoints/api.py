@@ -15,8 +15,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import proxy
+from . import spec as specs
 from .errors import ControlPlaneError, InvalidPayload, Unauthorized
 from .records import to_wire
+from .store import TOKEN_FILE
 from .supervisor import Supervisor
 
 _PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -48,12 +50,17 @@ def create_app(supervisor: Supervisor) -> FastAPI:
             message = f"{request.method} {request.url.path} is not part of the local Inference Endpoints API"
         return JSONResponse({"error": message, "error_type": "not_found"}, status_code=exc.status_code)
 
-    def caller(request: Request) -> str:
-        # Like the real API: every call needs a token. Offline any string is accepted.
-        token = proxy.bearer_token(request)
-        if token is None:
-            raise Unauthorized("Invalid credentials in Authorization header: pass a Hugging Face token (any string works offline)")
-        return token
+    def caller(request: Request, namespace: str | None = None, name: str | None = None) -> None:
+        """Like the real API, every call needs a token: here the user's own, made on first use (store.user_token).
+        Then the namespace and name of the URL are checked, before they go anywhere near the state folder."""
+        if not supervisor.valid_token(proxy.bearer_token(request)):
+            raise Unauthorized(
+                "Invalid credentials in Authorization header: the local control plane accepts only its own token, "
+                f"kept in {supervisor.store.root / TOKEN_FILE}; tgi_course.use_local_endpoints() gives it to "
+                "huggingface_hub as HF_TOKEN"
+            )
+        if namespace is not None:
+            specs.check_names(namespace, name)
 
     async def json_body(request: Request) -> Any:
         try:
@@ -80,50 +87,50 @@ def create_app(supervisor: Supervisor) -> FastAPI:
 
     @app.get("/v2/endpoint/{namespace}")
     async def list_endpoints(namespace: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace)
         return {"items": [to_wire(r, base) for r in supervisor.list(namespace)]}
 
     @app.post("/v2/endpoint/{namespace}", status_code=202)
     async def create(namespace: str, request: Request) -> dict[str, Any]:
-        token = caller(request)
-        return to_wire(await supervisor.create(namespace, await json_body(request), token), base)
+        caller(request, namespace)
+        return to_wire(await supervisor.create(namespace, await json_body(request)), base)
 
     @app.get("/v2/endpoint/{namespace}/{name}")
     async def get(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         return to_wire(supervisor.get(namespace, name), base)
 
     @app.put("/v2/endpoint/{namespace}/{name}")
     async def update(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         return to_wire(await supervisor.update(namespace, name, await json_body(request)), base)
 
     @app.delete("/v2/endpoint/{namespace}/{name}")
     async def delete(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         await supervisor.delete(namespace, name)
         return {}
 
     @app.post("/v2/endpoint/{namespace}/{name}/pause")
     async def pause(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         return to_wire(await supervisor.pause(namespace, name), base)
 
     @app.post("/v2/endpoint/{namespace}/{name}/resume")
     async def resume(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         return to_wire(await supervisor.resume(namespace, name), base)
 
     @app.post("/v2/endpoint/{namespace}/{name}/scale-to-zero")
     async def scale_to_zero(namespace: str, name: str, request: Request) -> dict[str, Any]:
-        caller(request)
+        caller(request, namespace, name)
         return to_wire(await supervisor.scale_to_zero(namespace, name), base)
 
     @app.get("/v2/endpoint/{namespace}/{name}/logs", response_class=PlainTextResponse)
     async def logs(namespace: str, name: str, request: Request) -> str:
-        caller(request)
-        supervisor.get(namespace, name)
-        return supervisor.store.log_tail(namespace, name, lines=200)
+        caller(request, namespace, name)
+        record = supervisor.get(namespace, name)
+        return supervisor.log_tail(record.key, lines=200)
 
     async def endpoint_traffic(request: Request):
         return await proxy.forward(request, supervisor, request.app.state.client)

@@ -15,15 +15,16 @@ from pathlib import Path
 import httpx
 
 from .settings import ControlPlaneSettings
-from .store import EndpointStore, StateDirBusy
+from .store import EndpointStore, StateDirBusy, user_token
 
 _START_TIMEOUT_S = 30.0
 
 
 class LocalEndpoints:
-    """A local Inference Endpoints API. ``start()`` it, point huggingface_hub at :attr:`api_url`, ``stop()`` it.
+    """A local Inference Endpoints API. ``start()`` it, point huggingface_hub at :attr:`api_url` with
+    :attr:`token` as its token, ``stop()`` it.
 
-    Most code should call :func:`tgi_course.use_local_endpoints` instead, which does all three.
+    Most code should call :func:`tgi_course.use_local_endpoints` instead, which does all of that.
 
     Args:
         state_dir: where endpoint records and server logs live (default ``$TGI_COURSE_ENDPOINTS_DIR`` or
@@ -47,6 +48,7 @@ class LocalEndpoints:
         self._server = None
         self._thread: threading.Thread | None = None
         self._store: EndpointStore | None = None
+        self._supervisor = None
 
     @classmethod
     def attach(cls, url: str, state_dir: str | Path | None = None) -> LocalEndpoints:
@@ -63,6 +65,12 @@ class LocalEndpoints:
         if self.url is None:
             raise RuntimeError("the control plane is not started")
         return f"{self.url}/v2"
+
+    @property
+    def token(self) -> str:
+        """The token this control plane's API (and its protected endpoints) accept: this user's, made on first
+        use and kept in ``control-plane.token`` (mode 0600) in the state folder. Never part of the repr."""
+        return user_token(self.settings.state_dir)
 
     @property
     def running(self) -> bool:
@@ -91,7 +99,8 @@ class LocalEndpoints:
         except StateDirBusy:
             sock.close()
             raise
-        app = create_app(Supervisor(store, self.settings, url))
+        supervisor = Supervisor(store, self.settings, url)
+        app = create_app(supervisor)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         # The serving thread is also the one that spawns servers: PR_SET_PDEATHSIG ties them to it.
@@ -106,7 +115,7 @@ class LocalEndpoints:
                 sock.close()
                 raise RuntimeError(f"the local Inference Endpoints control plane did not start (state in {self.settings.state_dir})")
             time.sleep(0.02)
-        self.url, self._server, self._thread, self._store = url, server, thread, store
+        self.url, self._server, self._thread, self._store, self._supervisor = url, server, thread, store, supervisor
         atexit.register(self.stop)
         return self
 
@@ -117,11 +126,13 @@ class LocalEndpoints:
             self.url = None
             return
         if self._server is not None and self._thread is not None:
+            # Servers get SIGTERM, then their own shutdown grace plus 5 s before SIGKILL (process.stop): wait for that.
+            stopping_s = self._supervisor.longest_stop_s() if self._supervisor is not None else 0.0
             self._server.should_exit = True
-            self._thread.join(60)
+            self._thread.join(60 + stopping_s)
         if self._store is not None:
             self._store.release()
-        self._server = self._thread = self._store = None
+        self._server = self._thread = self._store = self._supervisor = None
         self.url = None
 
     def __enter__(self) -> LocalEndpoints:

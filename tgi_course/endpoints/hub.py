@@ -5,8 +5,10 @@ changing that one constant redirects create/get/list/update/pause/resume/scale_t
 more things need care offline:
 
 - the default namespace comes from ``whoami``, a call to the Hub itself: it is answered locally too;
-- ``whoami`` and protected endpoints need a token: the learner's own (any string works offline), or a
-  placeholder set as ``HF_TOKEN`` when there is none;
+- the control plane's API and its protected endpoints accept one token, this user's own, made on first use
+  and kept (mode 0600) in the state folder: it is set as ``HF_TOKEN`` while huggingface_hub is redirected,
+  so every huggingface_hub call, ``get_token()`` and ``endpoint.client`` use it (a real Hugging Face token
+  the learner may have is left alone, and restored by ``use_real_endpoints()``);
 - with ``HF_HUB_OFFLINE=1`` huggingface_hub's HTTP client refuses every request, the local control
   plane included: its client factory is wrapped so that requests to the control plane's URL pass.
 """
@@ -19,30 +21,32 @@ from pathlib import Path
 from typing import Any
 
 from .control_plane import LocalEndpoints
-from .settings import PLACEHOLDER_TOKEN
 from .store import StateDirBusy
 
 _active: LocalEndpoints | None = None
 _saved: dict[str, Any] | None = None
 
 
-def use_local_endpoints(
-    state_dir: str | Path | None = None, *, token: str | None = None, port: int | None = None, **settings: Any
-) -> LocalEndpoints:
+def use_local_endpoints(state_dir: str | Path | None = None, *, port: int | None = None, **settings: Any) -> LocalEndpoints:
     """Make huggingface_hub's Inference Endpoints functions deploy on this machine, offline.
 
     Starts a local control plane (or joins the one another Python session runs on the same state
-    folder) and redirects huggingface_hub to it. Calling it again returns the same control plane.
+    folder) and redirects huggingface_hub to it, with the control plane's token as ``HF_TOKEN``.
+    Calling it again returns the same control plane.
 
     Args:
         state_dir: where endpoints are remembered (default ``~/.cache/tgi-course/endpoints``).
-        token: the token to use as ``HF_TOKEN``; by default your own token if you have one, else a placeholder.
         port: the control plane's port (default: a free one).
         **settings: passed to :class:`LocalEndpoints` (e.g. ``minute_seconds``).
 
     Returns:
         The :class:`LocalEndpoints` control plane; ``use_real_endpoints()`` undoes everything.
     """
+    if "token" in settings:
+        raise TypeError(
+            "use_local_endpoints() takes no token: the local control plane accepts only its own, which it makes on "
+            "first use, keeps in its state folder and sets as HF_TOKEN (huggingface_hub.get_token() returns it)"
+        )
     global _active
     if _active is not None and _active.running:
         if state_dir is None or Path(state_dir).expanduser() == _active.settings.state_dir:
@@ -53,7 +57,7 @@ def use_local_endpoints(
         control_plane.start()
     except StateDirBusy as busy:
         control_plane = LocalEndpoints.attach(busy.owner["url"], state_dir)
-    _redirect_hub(control_plane.url or "", token)
+    _redirect_hub(control_plane.url or "", control_plane.token)
     _active = control_plane
     return control_plane
 
@@ -74,17 +78,16 @@ def use_real_endpoints() -> None:
         HfApi._inner_whoami = _saved["whoami"]
         set_client_factory(_saved["client_factory"])
         set_async_client_factory(_saved["async_client_factory"])
-        if _saved["token_set"]:
-            _restore_env("HF_TOKEN", _saved["hf_token"])
+        _restore_env("HF_TOKEN", _saved["hf_token"])
         _saved = None
     if _active is not None:
         _active.stop()
         _active = None
 
 
-def _redirect_hub(url: str, token: str | None) -> None:
+def _redirect_hub(url: str, token: str) -> None:
     global _saved
-    from huggingface_hub import constants, get_token
+    from huggingface_hub import constants
     from huggingface_hub.hf_api import HfApi
     from huggingface_hub.utils import _http, set_async_client_factory, set_client_factory
 
@@ -96,15 +99,13 @@ def _redirect_hub(url: str, token: str | None) -> None:
             "client_factory": getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory),
             "async_client_factory": getattr(_http, "_GLOBAL_ASYNC_CLIENT_FACTORY", _http.default_async_client_factory),
             "hf_token": os.environ.get("HF_TOKEN"),
-            "token_set": False,
         }
     constants.INFERENCE_ENDPOINTS_ENDPOINT = f"{url}/v2"
     HfApi._inner_whoami = _local_whoami(url)
     set_client_factory(_let_through(_saved["client_factory"], url, _skip_for))
     set_async_client_factory(_let_through(_saved["async_client_factory"], url, _skip_for_async))
-    if token is not None or get_token() is None:
-        os.environ["HF_TOKEN"] = token or PLACEHOLDER_TOKEN
-        _saved["token_set"] = True
+    # HF_TOKEN comes before a token saved by `hf auth login` (huggingface_hub.get_token), so this one is used.
+    os.environ["HF_TOKEN"] = token
 
 
 def _local_whoami(url: str) -> Callable[..., dict]:

@@ -20,41 +20,73 @@ from pathlib import Path
 
 import psutil
 
-from ..config import run_wide_env, server_env_names  # standard library only: cheap
+from ..config import SETTINGS, ConfigError, ServerConfig, run_wide_env, server_env_names  # standard library only: cheap
 from ..processes import free_port, launch_command
+from .spec import ENDPOINT_MARKER_ENV, allowed_env_names
 
-__all__ = ["free_port", "launch_command"]  # re-exported for the supervisor
+__all__ = ["ENDPOINT_MARKER_ENV", "free_port", "launch_command"]  # re-exported for the supervisor
 
-ENDPOINT_MARKER_ENV = "TGI_COURSE_ENDPOINT"
+# SIGKILL comes this long after the server's own shutdown grace (SHUTDOWN_GRACE_SECONDS) has run out.
+KILL_MARGIN_S = 5.0
 
 
 # Server settings a parent process might have exported for its own server: they must not leak into
 # an endpoint, whose only configuration is its payload (like a container, which sees none of the host's).
 def build_env(
-    base: Mapping[str, str], endpoint_env: Mapping[str, str], *, endpoint: str, model_id: str, host: str, port: int
+    base: Mapping[str, str],
+    endpoint_env: Mapping[str, str],
+    *,
+    endpoint: str,
+    model_id: str,
+    host: str,
+    port: int,
+    api_key: str | None = None,
 ) -> dict[str, str]:
     """The server's environment: the parent's minus server settings, plus the endpoint's, plus where to listen.
 
-    ``endpoint`` ("namespace/name") is exported as ``TGI_COURSE_ENDPOINT``: it marks the process as this
-    endpoint's server, so a later session can tell it from any other process (see :func:`kill_stale`).
+    ``endpoint_env`` passes only the names :func:`.spec.allowed_env_names` allows (a payload with others is
+    refused before it gets here). ``endpoint`` ("namespace/name") is exported as ``TGI_COURSE_ENDPOINT``: it
+    marks the process as this endpoint's server, so a later session can tell it from any other process (see
+    :func:`kill_stale`). ``api_key`` becomes the server's ``API_KEY``: only the endpoint URL, which adds it to
+    the requests it forwards, can then use the inference routes.
     """
     blocked = server_env_names() | {ENDPOINT_MARKER_ENV}
     env = {key: value for key, value in base.items() if key not in blocked}
     env.update(run_wide_env(base))  # the run's numerics (DTYPE) reach every endpoint; the payload's own win
-    env.update(endpoint_env)
+    allowed = allowed_env_names()
+    env.update({key: value for key, value in endpoint_env.items() if key in allowed})
     env.update({"MODEL_ID": model_id, "HOSTNAME": host, "PORT": str(port), ENDPOINT_MARKER_ENV: endpoint})
+    if api_key is not None:
+        env["API_KEY"] = api_key
     # Logs go to a file that the learner may read: no progress bars in it.
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return env
 
 
+def stop_grace_s(env: Mapping[str, str]) -> float:
+    """How long :func:`stop` waits after SIGTERM: the server's ``SHUTDOWN_GRACE_SECONDS`` plus :data:`KILL_MARGIN_S`.
+
+    Read from the environment the server gets, the way the server reads it; a value the server would
+    refuse falls back to the default (such a server exits at start anyway).
+    """
+    names = SETTINGS["shutdown_grace_seconds"].env
+    try:
+        grace = ServerConfig.from_sources(env={name: env[name] for name in names if name in env}).shutdown_grace_seconds
+    except (ConfigError, ValueError, TypeError):
+        grace = ServerConfig().shutdown_grace_seconds
+    return min(max(float(grace), 0.0), 3600.0) + KILL_MARGIN_S
+
+
 def spawn(command: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    """Start a server with output appended to ``log_path``. Call from a thread that lives as long as the server."""
-    with open(log_path, "ab") as log:
+    """Start a server with output appended to ``log_path``. Call from a thread that lives as long as the server.
+
+    The process gets a ``stop_grace_s`` attribute (see :func:`stop_grace_s`), which :func:`stop` honours.
+    """
+    with open(log_path, "ab", opener=_private) as log:
         log.write(f"[control plane] starting: {' '.join(command)} (MODEL_ID={env.get('MODEL_ID')}, PORT={env.get('PORT')})\n".encode())
         log.flush()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             launch_command(command),
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -64,6 +96,13 @@ def spawn(command: Sequence[str], env: Mapping[str, str], log_path: Path) -> sub
             # and stop() can signal the whole group (including anything the server itself started).
             start_new_session=True,
         )
+    proc.stop_grace_s = stop_grace_s(env)  # type: ignore[attr-defined]
+    return proc
+
+
+def _private(path: str, flags: int) -> int:
+    """``open(..., opener=_private)``: a new file is readable by its owner only."""
+    return os.open(path, flags, 0o600)
 
 
 def started_at(pid: int) -> float | None:
@@ -74,8 +113,15 @@ def started_at(pid: int) -> float | None:
         return None
 
 
-def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
-    """SIGTERM the server's process group, SIGKILL it after ``grace_s``; return the exit code."""
+def stop(proc: subprocess.Popen, grace_s: float | None = None) -> int | None:
+    """SIGTERM the server's process group, SIGKILL it after ``grace_s``; return the exit code.
+
+    ``grace_s`` defaults to the process's ``stop_grace_s`` (set by :func:`spawn`: the server's own shutdown
+    grace plus :data:`KILL_MARGIN_S`, so that requests still running may finish), else to that of a server
+    with default settings.
+    """
+    if grace_s is None:
+        grace_s = getattr(proc, "stop_grace_s", None) or stop_grace_s({})
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)
         try:

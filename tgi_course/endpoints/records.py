@@ -47,14 +47,14 @@ class EndpointRecord:
     message: str = "Endpoint created; waiting for a server process"
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
-    # sha256 of the token that created the endpoint: protected endpoints accept that token as Bearer.
-    # Only a hash is kept on disk, in case the learner's real HF token was used.
-    token_sha256: str | None = None
     # Whether status.url is shown: once healthy, and kept while scaled to zero (a request wakes it up).
     url_visible: bool = False
     pid: int | None = None
     pid_started: float | None = None  # process create_time, to tell our server from a recycled pid
     port: int | None = None
+    # The running server's API_KEY: random per start, sent by the endpoint URL with every request it forwards,
+    # so the server's port is no way around the endpoint's type. Never rendered (see to_wire) nor printed.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:

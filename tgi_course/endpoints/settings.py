@@ -20,9 +20,6 @@ PORT_ENV = "TGI_COURSE_ENDPOINTS_PORT"
 
 # The namespace whoami answers with. Offline there is one user; its name only shows in URLs and reprs.
 DEFAULT_USER = "learner"
-# Used as HF_TOKEN when the learner has none: huggingface_hub refuses to call whoami without a token,
-# and protected endpoints need *some* token to check. Any string works offline.
-PLACEHOLDER_TOKEN = "hf_local_course_token"
 # First ever load of the default model converts a GGUF (~25 s on 2 cores); leave ample room on a busy laptop.
 DEFAULT_STARTUP_TIMEOUT_S = 600.0
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import server_env_names  # standard library only: cheap
 from .errors import InvalidPayload
 
 ENDPOINT_TYPES = {"public", "protected", "authenticated", "private"}
@@ -22,8 +23,38 @@ TOKEN_TYPES = {"protected", "authenticated", "private"}
 REPOSITORY_MOUNT = "/repository"
 # Tasks the local Messages API server can serve; anything else fails with a message saying so.
 SERVED_TASKS = {None, "text-generation", "conversational", "text2text-generation"}
-# Lower-case letters, digits and hyphens, at most 32 characters, like the real service.
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+# Endpoint names. The create schema of the Inference Endpoints API gives CreateEndpointRequest.name the pattern
+# "^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$": lower-case letters, digits and hyphens, at most 32 characters, no hyphen
+# at either end (as catalogued at https://schemas.apis.io/schemas/hugging-face/hugging-face-createendpointrequest/;
+# the API's own swagger is https://api.endpoints.huggingface.cloud). One-letter names are accepted here.
+# Locally the first character must also be a letter, as in a DNS label (RFC 1035 2.3.1): the name becomes a
+# file name in the state folder and a URL path segment, and a letter first keeps it a plain word in both.
+_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+NAME_RULE = "use 1-32 lower-case letters, digits or hyphens, starting with a letter and ending with a letter or digit"
+# Namespaces are Hub user or organisation names. huggingface_hub checks them client-side with
+# utils.validate_repo_id (ASCII letters, digits, '-', '_' or '.', at most 96 characters, no '--' or '..',
+# not starting or ending with '-' or '.'). Locally '.' is refused too: a namespace is a folder of the state
+# folder, next to its own files (control-plane.json, control-plane.token), and must never name one of them
+# (nor '.' or '..').
+_NAMESPACE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,94}[A-Za-z0-9])?$")
+NAMESPACE_RULE = "use 1-96 letters, digits, '-' or '_', starting and ending with a letter or digit, without '--'"
+# Exported to every endpoint server: marks the process as that endpoint's (see process.kill_stale).
+ENDPOINT_MARKER_ENV = "TGI_COURSE_ENDPOINT"
+# The environment a payload may give the server (image env, model.env, model.secrets) is an allowlist: the
+# server's own settings and the names below. Anything else could change which code the server process runs
+# or which files it reads (PYTHONPATH, PYTHONSTARTUP, LD_PRELOAD, LD_LIBRARY_PATH, PATH, HOME, ...).
+# Set by the control plane itself, so refused in a payload, with the reason:
+CONTROLLED_ENV = {
+    "HOSTNAME": "the server listens on 127.0.0.1, behind the endpoint URL",
+    "TGI_COURSE_HOSTNAME": "the server listens on 127.0.0.1, behind the endpoint URL",
+    "PORT": "each server listens on a free local port, behind the endpoint URL",
+    "API_KEY": "each server gets its own random key, which the endpoint URL adds to the requests it forwards",
+    ENDPOINT_MARKER_ENV: "it marks the process as this endpoint's server",
+}
+# Allowed beyond the server's settings: the Hub token that real payloads pass (usually as a secret) so that a
+# container can download a gated model. It only authenticates Hub downloads; it changes no code path and no
+# file location, and offline it is not even used.
+EXTRA_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # Top-level fields huggingface_hub may send, kept as given.
 _TOP_LEVEL = ("type", "model", "compute", "provider", "tags", "route", "cacheHttpResponses", "privateService")
 
@@ -34,10 +65,8 @@ def parse_create(payload: Any) -> tuple[str, dict[str, Any]]:
         raise InvalidPayload("The request body must be a JSON object")
     name = payload.get("name")
     problems: list[str] = []
-    if not isinstance(name, str) or not _NAME.match(name):
-        problems.append(
-            f"name {name!r} is invalid: use 1-32 lower-case letters, digits or hyphens, starting and ending with a letter or digit"
-        )
+    if not valid_name(name):
+        problems.append(f"name {name!r} is invalid: {NAME_RULE}")
     for path in (
         "model.repository",
         "model.framework",
@@ -56,6 +85,22 @@ def parse_create(payload: Any) -> tuple[str, dict[str, Any]]:
     if problems:
         raise InvalidPayload("Invalid endpoint: " + "; ".join(problems))
     return str(name), spec
+
+
+def valid_name(name: object) -> bool:
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def valid_namespace(namespace: object) -> bool:
+    return isinstance(namespace, str) and _NAMESPACE.fullmatch(namespace) is not None and "--" not in namespace
+
+
+def check_names(namespace: object, name: object = None) -> None:
+    """Raise :class:`InvalidPayload` naming the field when a namespace (or endpoint name) from a URL is invalid."""
+    if not valid_namespace(namespace):
+        raise InvalidPayload(f"namespace {namespace!r} is invalid: {NAMESPACE_RULE}")
+    if name is not None and not valid_name(name):
+        raise InvalidPayload(f"name {name!r} is invalid: {NAME_RULE}")
 
 
 def merge_update(spec: Mapping[str, Any], payload: Any) -> dict[str, Any]:
@@ -98,14 +143,65 @@ def health_route(spec: Mapping[str, Any]) -> str:
     return route if route.startswith("/") else "/" + route
 
 
+def allowed_env_names() -> set[str]:
+    """Environment variables a payload may set: the server's settings (minus the control plane's) and EXTRA_ENV."""
+    return (server_env_names() - CONTROLLED_ENV.keys()) | set(EXTRA_ENV)
+
+
 def server_env(spec: Mapping[str, Any]) -> dict[str, str]:
-    """The container environment: image env, then ``model.env``, then ``model.secrets`` (later wins)."""
+    """The container environment: image env, then ``model.env``, then ``model.secrets`` (later wins).
+
+    Only allowed names pass, even from a record written before the allowlist existed (a payload with
+    others is refused with a 400 before it is stored, see :func:`env_problems`).
+    """
     env: dict[str, str] = {}
-    model = spec.get("model", {})
-    for source in (image_config(spec).get("env"), model.get("env"), model.get("secrets")):
+    allowed = allowed_env_names()
+    for _, source in _env_sources(spec):
         if isinstance(source, dict):
-            env.update({str(k): str(v) for k, v in source.items()})
+            env.update({str(k): str(v) for k, v in source.items() if k in allowed})
     return env
+
+
+def env_problems(spec: Mapping[str, Any]) -> list[str]:
+    """One sentence per environment source that sets a name the server must not get from a payload."""
+    problems: list[str] = []
+    allowed = allowed_env_names()
+    for where, source in _env_sources(spec):
+        if source is None:
+            continue
+        if not isinstance(source, dict):
+            problems.append(f"{where} must be an object of strings")
+            continue
+        refused = [key for key in source if key not in allowed and key not in CONTROLLED_ENV]
+        if refused:
+            listed = ", ".join(repr(key) for key in refused)
+            problems.append(
+                f"{where}: {listed} {'is' if len(refused) == 1 else 'are'} not allowed in the server's environment; "
+                "it takes only the server's settings (those `tgi-course serve --help` lists, e.g. MAX_INPUT_LENGTH, "
+                "MAX_TOTAL_TOKENS, MODEL_ID, DTYPE) and HF_TOKEN"
+            )
+        for key in source:
+            if key in CONTROLLED_ENV:
+                problems.append(f"{where}: {key!r} is set by the local control plane ({CONTROLLED_ENV[key]})")
+        for key, value in source.items():
+            if key in allowed and (not isinstance(value, (str, int, float, bool)) or "\x00" in str(value)):
+                problems.append(f"{where}.{key} must be a string")
+    return problems
+
+
+def _env_sources(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(where, dict)`` for each place a payload sets environment variables, in the order they apply."""
+    model = spec.get("model") or {}
+    if not isinstance(model, Mapping):
+        return []
+    sources: list[tuple[str, Any]] = []
+    image = model.get("image")
+    if isinstance(image, dict) and len(image) == 1:
+        variant, inner = next(iter(image.items()))
+        if isinstance(inner, dict):
+            sources.append((f"model.image.{variant}.env", inner.get("env")))
+    sources += [("model.env", model.get("env")), ("model.secrets", model.get("secrets"))]
+    return sources
 
 
 def model_id(spec: Mapping[str, Any]) -> str:
@@ -146,12 +242,10 @@ def _check(spec: Mapping[str, Any]) -> list[str]:
     model = spec.get("model")
     if not isinstance(model, dict):
         return problems + ["model must be an object"]
-    for key in ("env", "secrets"):
-        if model.get(key) is not None and not isinstance(model[key], dict):
-            problems.append(f"model.{key} must be an object of strings")
     image = model.get("image")
     if image is not None and not (isinstance(image, dict) and len(image) <= 1):
         problems.append("model.image must be an object with one image variant, e.g. {'custom': {'url': ...}}")
+    problems += env_problems(spec)
     scaling = (spec.get("compute") or {}).get("scaling") or {}
     low, high = scaling.get("minReplica"), scaling.get("maxReplica")
     for key, value in (("minReplica", low), ("maxReplica", high), ("scaleToZeroTimeout", scaling.get("scaleToZeroTimeout"))):

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import hmac
 import logging
 import os
+import secrets
+import signal
 import time
 
 import httpx
@@ -35,15 +37,13 @@ _WATCH_INTERVAL_S = 0.5
 _HEALTH_POLL_S = 0.25
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class Supervisor:
     def __init__(self, store: EndpointStore, settings: ControlPlaneSettings, base_url: str) -> None:
         self.store = store
         self.settings = settings
         self.base_url = base_url
+        # The one credential of the API and of protected endpoints: this user's token (see store.user_token).
+        self.token = store.user_token()
         self.records: dict[Key, EndpointRecord] = {}
         self._procs: dict[Key, object] = {}  # Key -> subprocess.Popen of a started server
         self._boots: dict[Key, asyncio.Task] = {}
@@ -105,14 +105,14 @@ class Supervisor:
         return [r for (ns, _), r in sorted(self.records.items()) if ns == namespace]
 
     # --- actions --------------------------------------------------------------------------------
-    async def create(self, namespace: str, payload: object, token: str) -> EndpointRecord:
+    async def create(self, namespace: str, payload: object) -> EndpointRecord:
         name, spec = specs.parse_create(payload)
         if (namespace, name) in self.records:
             raise EndpointExists(
                 f"An Inference Endpoint named '{name}' already exists in namespace '{namespace}': "
                 "pick another name, or delete the existing one first"
             )
-        record = EndpointRecord(namespace, name, spec, created_by=self.settings.user, token_sha256=token_hash(token))
+        record = EndpointRecord(namespace, name, spec, created_by=self.settings.user)
         self.records[record.key] = record
         self.store.save(record)
         self.store.note(namespace, name, f"created (repository={spec['model']['repository']}, type={spec['type']})")
@@ -175,11 +175,12 @@ class Supervisor:
             return record
 
     # --- the proxy's view ------------------------------------------------------------------------
-    def serving_port(self, record: EndpointRecord) -> int:
-        """The port to forward to, or :class:`Unavailable` saying why not (and waking a scaled-to-zero endpoint)."""
+    def serving(self, record: EndpointRecord) -> tuple[int, str]:
+        """The port to forward to and the server's API key, or :class:`Unavailable` saying why not (and waking a
+        scaled-to-zero endpoint)."""
         key, name = record.key, record.name
-        if record.state is State.RUNNING and record.port is not None and key in self._procs:
-            return record.port
+        if record.state is State.RUNNING and record.port is not None and record.api_key and key in self._procs:
+            return record.port, record.api_key
         if record.state is State.SCALED_TO_ZERO and not self._lock(key).locked():
             self._waking.add(key)
             self._start_boot(record, State.INITIALIZING, State.FAILED)
@@ -200,10 +201,31 @@ class Supervisor:
         self._last_activity[key] = time.monotonic()
 
     def accepts(self, record: EndpointRecord, token: str | None) -> bool:
-        """Whether a caller with this Bearer token may use the endpoint's URL."""
+        """Whether a caller with this Bearer token may use the endpoint's URL.
+
+        On the real service an authenticated endpoint wants a Hub token with access to its namespace; here the
+        one user has one token, the control plane's.
+        """
         if not specs.requires_token(record.spec):
             return True
-        return token is not None and record.token_sha256 is not None and token_hash(token) == record.token_sha256
+        return self.valid_token(token)
+
+    def valid_token(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
+
+    def log_tail(self, key: Key, lines: int = 15) -> str:
+        """The end of an endpoint's log, with the secrets the control plane knows masked (defence in depth:
+        neither the server nor the control plane writes them there)."""
+        text = self.store.log_tail(*key, lines=lines)
+        record = self.records.get(key)
+        for secret in (self.token, record.api_key if record is not None else None):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def longest_stop_s(self) -> float:
+        """How long stopping every server may take: the longest SIGTERM-to-SIGKILL wait of those running."""
+        return max((getattr(proc, "stop_grace_s", 0.0) for proc in self._procs.values()), default=0.0)
 
     # --- internals -------------------------------------------------------------------------------
     def _lock(self, key: Key) -> asyncio.Lock:
@@ -225,7 +247,7 @@ class Supervisor:
 
     @staticmethod
     def _clear_process(record: EndpointRecord) -> None:
-        record.pid = record.pid_started = record.port = None
+        record.pid = record.pid_started = record.port = record.api_key = None
 
     def _start_boot(self, record: EndpointRecord, starting: State, failed: State) -> None:
         key = record.key
@@ -254,22 +276,34 @@ class Supervisor:
             self._fail(record, failed, problem)
             return
         port = process.free_port()
+        api_key = secrets.token_urlsafe(32)  # a new one per start: a key is only good while its server runs
+        # The parent's environment minus the control plane's token (use_local_endpoints sets it as HF_TOKEN).
+        base = {name: value for name, value in os.environ.items() if value != self.token}
         env = process.build_env(
-            os.environ, specs.server_env(record.spec), endpoint=f"{key[0]}/{key[1]}", model_id=model_id, host="127.0.0.1", port=port
+            base,
+            specs.server_env(record.spec),
+            endpoint=f"{key[0]}/{key[1]}",
+            model_id=model_id,
+            host="127.0.0.1",
+            port=port,
+            api_key=api_key,
         )
         proc = process.spawn(self.settings.server_command, env, self.store.log_path(*key))
         self._procs[key] = proc
         record.pid, record.port, record.pid_started = proc.pid, port, process.started_at(proc.pid)
+        record.api_key = api_key
         self._set(record, starting, f"Starting the local server for {model_id} (pid {proc.pid})")
 
         route = specs.health_route(record.spec)
         deadline = time.monotonic() + self.settings.startup_timeout_s
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        # The key goes with the health checks too: a custom health route may be one that wants it.
+        headers = {"Authorization": f"Bearer {api_key}"}
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False, headers=headers) as client:
             while True:
                 code = proc.poll()
                 if code is not None:
                     self._procs.pop(key, None)
-                    tail = self.store.log_tail(*key)
+                    tail = self.log_tail(key)
                     self._fail(record, failed, f"The server process exited with code {code} while starting. Last log lines:\n{tail}")
                     return
                 with contextlib.suppress(httpx.HTTPError):
@@ -282,7 +316,7 @@ class Supervisor:
                         record,
                         failed,
                         f"The server did not answer {route} within {self.settings.startup_timeout_s:.0f} s "
-                        f"(TGI_COURSE_ENDPOINTS_STARTUP_TIMEOUT). Last log lines:\n{self.store.log_tail(*key)}",
+                        f"(TGI_COURSE_ENDPOINTS_STARTUP_TIMEOUT). Last log lines:\n{self.log_tail(key)}",
                     )
                     return
                 await asyncio.sleep(_HEALTH_POLL_S)
@@ -299,7 +333,18 @@ class Supervisor:
                 await task
         proc = self._procs.pop(key, None)
         if proc is not None:
-            await asyncio.to_thread(process.stop, proc)
+            ended_before = proc.poll()
+            started = time.monotonic()
+            code = await asyncio.to_thread(process.stop, proc)
+            took = time.monotonic() - started
+            if ended_before is not None:
+                how = f"it had exited already (code {ended_before})"
+            elif code == -signal.SIGKILL:
+                how = f"killed with SIGKILL: it did not exit within {getattr(proc, 'stop_grace_s', 0):.0f} s of SIGTERM"
+            else:
+                how = f"exited with code {code} {took:.1f} s after SIGTERM"
+            if record.key in self.records:
+                self.store.note(record.namespace, record.name, f"stopped the server (pid {proc.pid}): {how}")
         self._clear_process(record)
 
     async def _watch(self) -> None:
@@ -323,7 +368,7 @@ class Supervisor:
                     record,
                     State.FAILED,
                     f"The server process exited unexpectedly with code {proc.returncode}; .resume() starts it again. "
-                    f"Last log lines:\n{self.store.log_tail(*key)}",
+                    f"Last log lines:\n{self.log_tail(key)}",
                 )
 
     async def _scale_idle(self) -> None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,44 @@ log = logging.getLogger(__name__)
 
 class GrammarError(ValueError):
     """A schema or regular expression that cannot be compiled; the message says what is wrong."""
+
+
+# Caps that keep one request from occupying the compiler (and the memory of the cache) for everybody.
+# A tool list of the course's size is ~1 KB and compiles in ~10 ms; these leave two orders of magnitude.
+MAX_GRAMMAR_BYTES = 65_536  # schema, regex or tool-schema text
+COMPILE_TIMEOUT_SECONDS = 10.0
+CACHE_BYTES = 64 * 2**20  # compiled grammars kept for reuse, by xgrammar's own size of each
+
+
+class _GrammarCache:
+    """Least recently used compiled grammars, bounded by their total size in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[tuple, tuple[CompiledGrammar, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> CompiledGrammar | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: tuple, grammar: CompiledGrammar, size: int) -> None:
+        with self._lock:
+            if key in self._items or size > self.max_bytes:
+                return
+            self._items[key] = (grammar, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.bytes -= dropped
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class GrammarProcessor:
@@ -112,17 +152,32 @@ class CompiledGrammar:
 
 
 class Grammars:
-    """Compiles JSON schemas and regexes for one tokenizer. Thread-safe; compiled grammars are cached."""
+    """Compiles JSON schemas and regexes for one tokenizer. Thread-safe; compiled grammars are cached.
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+    Compilation runs on a worker of its own and is waited for at most ``compile_timeout`` seconds: xgrammar
+    cannot be interrupted, so a pathological schema finishes in the background (and is cached) while its
+    request gets a clear error instead of holding a validation worker.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        stop_token_ids: Sequence[int],
+        *,
+        max_bytes: int = MAX_GRAMMAR_BYTES,
+        compile_timeout: float = COMPILE_TIMEOUT_SECONDS,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
         self._stop_token_ids = sorted(stop_token_ids)
         self._compiler: Any = None
         self._lock = threading.Lock()
-        self.json_schema = lru_cache(maxsize=256)(self._json_schema)
-        self.regex = lru_cache(maxsize=256)(self._regex)
-        self.structural_tag = lru_cache(maxsize=256)(self._structural_tag)
+        self.max_bytes = max_bytes
+        self.compile_timeout = compile_timeout
+        self.cache = _GrammarCache(cache_bytes)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tgi-course-grammar")
 
     def _get_compiler(self) -> Any:
         # Built on first use: importing xgrammar and reading the vocabulary costs ~0.2 s that servers which
@@ -135,23 +190,41 @@ class Grammars:
                 self._compiler = xgr.GrammarCompiler(info, max_threads=1)
             return self._compiler
 
-    def _compile(self, what: str, compile_with: Callable[[Any], Any]) -> CompiledGrammar:
-        try:
+    def _compile(self, what: str, text: str, key: tuple, compile_with: Callable[[Any], Any]) -> CompiledGrammar:
+        size = len(text.encode("utf-8"))
+        if size > self.max_bytes:
+            raise GrammarError(f"the {what} is {size} bytes; at most {self.max_bytes} bytes can be compiled")
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+
+        def build() -> CompiledGrammar:
             compiled = compile_with(self._get_compiler())
+            grammar = CompiledGrammar(compiled, self._vocab_size, self._stop_token_ids)
+            self.cache.put(key, grammar, int(getattr(compiled, "memory_size_bytes", 0)) or size)
+            return grammar
+
+        future = self._pool.submit(build)
+        try:
+            return future.result(timeout=self.compile_timeout)
+        except FutureTimeout:
+            raise GrammarError(f"compiling the {what} took longer than {self.compile_timeout:g} s; simplify it") from None
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError subclasses with a readable message
             raise GrammarError(f"invalid {what}: {_first_line(exc)}") from None
-        return CompiledGrammar(compiled, self._vocab_size, self._stop_token_ids)
 
-    def _json_schema(self, schema_text: str, strict: bool = True) -> CompiledGrammar:
-        """``schema_text`` is the schema as JSON text (hashable, so compilations are cached)."""
-        return self._compile("JSON schema", lambda c: c.compile_json_schema(schema_text, any_whitespace=False, strict_mode=strict))
+    def json_schema(self, schema_text: str, strict: bool = True) -> CompiledGrammar:
+        """``schema_text`` is the schema as JSON text (the cache key)."""
+        return self._compile(
+            "JSON schema", schema_text, ("json", schema_text, strict),
+            lambda c: c.compile_json_schema(schema_text, any_whitespace=False, strict_mode=strict),
+        )
 
-    def _regex(self, pattern: str) -> CompiledGrammar:
-        return self._compile("regular expression", lambda c: c.compile_regex(pattern))
+    def regex(self, pattern: str) -> CompiledGrammar:
+        return self._compile("regular expression", pattern, ("regex", pattern), lambda c: c.compile_regex(pattern))
 
-    def _structural_tag(self, tag_text: str) -> CompiledGrammar:
+    def structural_tag(self, tag_text: str) -> CompiledGrammar:
         """xgrammar's structural tag (free text, with JSON-schema sections after trigger strings)."""
-        return self._compile("tool schema", lambda c: c.compile_structural_tag(tag_text))
+        return self._compile("tool schema", tag_text, ("tag", tag_text), lambda c: c.compile_structural_tag(tag_text))
 
     def for_structural_tag(self, tag: dict[str, Any]) -> CompiledGrammar:
         return self.structural_tag(json.dumps(tag))

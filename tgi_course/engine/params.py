@@ -93,11 +93,17 @@ class FinishEvent:
     inference_seconds: float
 
 
+# Why a sequence ended without finishing: its own generation failed (TGI's 424), the server is stopping
+# (503), or the caller cancelled it (nobody is listening any more).
+ErrorKind = Literal["generation", "shutdown", "cancelled"]
+
+
 @dataclass(frozen=True)
 class ErrorEvent:
-    """The last event of a sequence that failed inside the engine (a generation error, TGI's 424)."""
+    """The last event of a sequence that ended without finishing."""
 
     message: str
+    kind: ErrorKind = "generation"
 
 
 Event = Union[TokenEvent, FinishEvent, ErrorEvent]

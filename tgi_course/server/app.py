@@ -22,7 +22,8 @@ from .errors import install_error_handlers
 from .metrics import Metrics
 from .routes import chat, completions, generate, meta, sagemaker
 from .serving import ModelFacts
-from .state import Admission, AppState
+from .admission import Admission, ValidationWorkers
+from .state import AppState
 from .validation import Validator
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,18 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
         ),
     )
     name = config.served_model_name or loaded.name
+    admission = Admission(config.max_concurrent_requests)
+    metrics = Metrics(engine)
+    metrics.in_flight.set_function(lambda: admission.in_flight)
     state = AppState(
         config=config,
         loaded=loaded,
         engine=engine,
         validator=Validator(config, loaded.tokenizer, Grammars(loaded.tokenizer, _logits_width(loaded.model, loaded.tokenizer), sorted(loaded.eos_token_ids))),
-        metrics=Metrics(engine),
+        metrics=metrics,
         facts=ModelFacts(name=name, fingerprint=_fingerprint(loaded)),
-        admission=Admission(config.max_concurrent_requests),
+        admission=admission,
+        workers=ValidationWorkers(config.validation_workers),
     )
 
     from contextlib import asynccontextmanager
@@ -118,6 +123,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
             yield
         finally:
             engine.stop()
+            state.workers.shutdown()
 
     app = FastAPI(
         title="tgi-course Messages API",

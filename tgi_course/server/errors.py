@@ -10,7 +10,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import TemplateError
@@ -52,6 +52,17 @@ def overloaded_error(limit: int) -> ApiError:
     )
 
 
+def unavailable_error() -> ApiError:
+    return ApiError(
+        503, "unavailable", "The server is shutting down and takes no new requests; retry on another replica or later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready: nothing is sent back."""
+
+
 def unauthorized_error() -> ApiError:
     return ApiError(401, "authentication", "Unauthorized: send the API key as 'Authorization: Bearer <API_KEY>'")
 
@@ -64,6 +75,17 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(422, "template_error", f"Template error: {exc}")
     log.exception("unexpected error", exc_info=exc)
     return ApiError(500, "incomplete_generation", f"Internal error: {exc.__class__.__name__}: {exc}")
+
+
+def error_type_of(exc: Exception) -> str:
+    """The ``error_type`` a failure is reported with (the label of ``tgi_request_failure``), without logging."""
+    if isinstance(exc, ApiError):
+        return exc.error_type
+    if isinstance(exc, TemplateError):
+        return "template_error"
+    if isinstance(exc, RequestValidationError):
+        return "validation"
+    return "incomplete_generation"
 
 
 def _describe_pydantic(exc: RequestValidationError) -> ApiError:
@@ -103,6 +125,10 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(_: Request, __: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import Engine, ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
-from .errors import generation_error
+from ..engine import ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
+from ..engine.engine import EventStream
+from .errors import ApiError, generation_error, unavailable_error
 from .metrics import Metrics
 from . import tool_calls
 from .protocol import openai as oa
@@ -41,24 +42,42 @@ def completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def _requests(prepared: list[Prepared]) -> list[GenerationRequest]:
+def requests_for(prepared: list[Prepared]) -> list[GenerationRequest]:
+    """One engine request per choice of every prompt, in the order the responses number them."""
     return [GenerationRequest(p.prompt_ids, params) for p in prepared for params in p.choices]
 
 
-async def run_to_end(engine: Engine, metrics: Metrics, route: str, prepared: list[Prepared]) -> list[ChoiceResult]:
-    """Run every choice of every prompt together; raise a 424 if the engine failed any of them."""
-    requests = _requests(prepared)
-    results = [ChoiceResult() for _ in requests]
+def sequences_of(prepared: list[Prepared]) -> int:
+    return sum(len(p.choices) for p in prepared)
+
+
+def error_of(event: ErrorEvent) -> ApiError:
+    """The HTTP error an engine error event stands for: 503 when the server is stopping, else TGI's 424."""
+    if event.kind == "shutdown":
+        error = unavailable_error()
+        error.message = f"{event.message}; retry on another replica or later"
+        return error
+    return generation_error(event.message)
+
+
+def _stream_error(event: ErrorEvent, metrics: Metrics, route: str) -> ApiError:
+    error = error_of(event)
+    metrics.failure(route, error.error_type)
+    return error
+
+
+async def run_to_end(events: EventStream, metrics: Metrics, route: str) -> list[ChoiceResult]:
+    """Collect every choice's tokens; raise the request's error if the engine ended any choice with one."""
+    results = [ChoiceResult() for _ in range(len(events))]
     started = time.perf_counter()
-    async with aclosing(engine.stream_many(requests)) as events:
+    async with aclosing(events):
         async for index, event in events:
             if isinstance(event, TokenEvent):
                 results[index].tokens.append(event)
             elif isinstance(event, FinishEvent):
                 results[index].finish = event
             elif isinstance(event, ErrorEvent):
-                metrics.failure(route, "generation")
-                raise generation_error(event.message)
+                raise error_of(event)
     metrics.success(route, time.perf_counter() - started, [r.finish for r in results if r.finish])
     return results
 
@@ -111,7 +130,7 @@ def _sse(payload: Any) -> str:
 
 
 async def stream_chat(
-    engine: Engine, metrics: Metrics, facts: ModelFacts, prepared: Prepared, include_usage: bool
+    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: Prepared, include_usage: bool
 ) -> AsyncIterator[str]:
     """SSE data strings of a streamed chat completion, OpenAI's shape, ending with ``[DONE]``."""
     chunk_id, created = completion_id("chatcmpl"), int(time.time())
@@ -128,7 +147,7 @@ async def stream_chat(
     started = time.perf_counter()
     finishes: list[FinishEvent] = []
     streamers = [tool_calls.CallStreamer() for _ in prepared.choices] if prepared.tools is not None else None
-    async with aclosing(engine.stream_many(_requests([prepared]))) as events:
+    async with aclosing(events):
         async for index, event in events:
             if streamers is not None and not isinstance(event, ErrorEvent):
                 # Function calling: the output is JSON the client never sees as such; it becomes tool-call deltas.
@@ -155,8 +174,8 @@ async def stream_chat(
                 finishes.append(event)
                 yield chunk([oa.ChunkChoice(index=index, delta=oa.ChatDelta(), finish_reason=OPENAI_FINISH[event.reason])])
             else:
-                metrics.failure("chat_completions", "generation")
-                yield json.dumps({"error": {"message": event.message, "type": "generation", "http_status_code": 424}})
+                error = _stream_error(event, metrics, "chat_completions")
+                yield json.dumps({"error": {"message": error.message, "type": error.error_type, "http_status_code": error.status}})
                 yield "[DONE]"
                 return
     metrics.success("chat_completions", time.perf_counter() - started, finishes)
@@ -219,7 +238,7 @@ def completion(facts: ModelFacts, prepared: list[Prepared], results: list[Choice
 
 
 async def stream_completion(
-    engine: Engine, metrics: Metrics, facts: ModelFacts, prepared: list[Prepared], echo: bool, include_usage: bool
+    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: list[Prepared], echo: bool, include_usage: bool
 ) -> AsyncIterator[str]:
     chunk_id, created = completion_id("cmpl"), int(time.time())
     flat = [(p, params) for p in prepared for params in p.choices]
@@ -239,7 +258,7 @@ async def stream_completion(
             yield chunk(index, p.prompt_text, None)
     started = time.perf_counter()
     finishes: list[FinishEvent] = []
-    async with aclosing(engine.stream_many(_requests(prepared))) as events:
+    async with aclosing(events):
         async for index, event in events:
             if isinstance(event, TokenEvent):
                 params = flat[index][1]
@@ -249,8 +268,8 @@ async def stream_completion(
                 finishes.append(event)
                 yield chunk(index, "", OPENAI_FINISH[event.reason])
             else:
-                metrics.failure("completions", "generation")
-                yield json.dumps({"error": {"message": event.message, "type": "generation", "http_status_code": 424}})
+                error = _stream_error(event, metrics, "completions")
+                yield json.dumps({"error": {"message": error.message, "type": error.error_type, "http_status_code": error.status}})
                 yield "[DONE]"
                 return
     metrics.success("completions", time.perf_counter() - started, finishes)
@@ -321,13 +340,12 @@ def generate_response(
 
 
 async def stream_generate(
-    engine: Engine, metrics: Metrics, prepared: Prepared, details: bool, return_full_text: bool
+    events: EventStream, metrics: Metrics, prepared: Prepared, details: bool, return_full_text: bool
 ) -> AsyncIterator[str]:
     """TGI's StreamResponse events; the last one carries ``generated_text`` (and ``details`` when asked)."""
     started = time.perf_counter()
-    events = engine.stream_many(_requests([prepared]))
     previous: TokenEvent | None = None
-    try:
+    async with aclosing(events):
         async for _, event in events:
             if isinstance(event, TokenEvent):
                 if previous is not None:
@@ -347,10 +365,8 @@ async def stream_generate(
                     }
                 yield json.dumps(last)
             else:
-                metrics.failure("generate_stream", "generation")
-                yield json.dumps({"error": event.message, "error_type": "generation"})
-    finally:
-        await events.aclose()
+                error = _stream_error(event, metrics, "generate_stream")
+                yield json.dumps(error.body())
 
 
 def _stream_token(event: TokenEvent, prepared: Prepared) -> dict[str, Any]:

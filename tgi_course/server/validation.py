@@ -40,6 +40,10 @@ class Prepared:
 # Below this a temperature is greedy decoding, as in vLLM (its _SAMPLING_EPS): dividing logits by 1e-40 would
 # overflow them to inf, and the step that samples them would fail.
 GREEDY_BELOW = 1e-5
+# TGI and vLLM only ask for > 0; past ~2 a penalty garbles text, and past 100 it only tests float limits.
+MAX_REPETITION_PENALTY = 100.0
+# A tool list is compiled into one grammar; the course's lists have 1-3 tools, OpenAI allows 128.
+MAX_TOOLS = 128
 
 
 def _check_finite(name: str, value: float | None) -> None:
@@ -52,6 +56,12 @@ def _check_positive(name: str, value: float | None) -> None:
     _check_finite(name, value)
     if value is not None and value <= 0:
         raise validation_error(f"Input validation error: `{name}` must be strictly positive, got {value}")
+
+
+def _check_repetition_penalty(value: float | None) -> None:
+    _check_positive("repetition_penalty", value)
+    if value is not None and value > MAX_REPETITION_PENALTY:
+        raise validation_error(f"Input validation error: `repetition_penalty` must be at most {MAX_REPETITION_PENALTY:g}, got {value}")
 
 
 def _greedy_if_tiny(temperature: float) -> float:
@@ -209,7 +219,7 @@ class Validator:
         _check_range("top_p", top_p, 0.0, 1.0, low_open=True)
         _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0)
         _check_range("presence_penalty", presence_penalty, -2.0, 2.0)
-        _check_positive("repetition_penalty", repetition_penalty)
+        _check_repetition_penalty(repetition_penalty)
         for token, bias in (logit_bias or {}).items():
             _check_finite(f"logit_bias.{token}", bias)
         if top_k is not None and top_k <= 0:
@@ -288,6 +298,8 @@ class Validator:
         return self.render(request.messages, self.tool_plan(request), request.tools)[0]
 
     def chat(self, request: ChatCompletionRequest) -> Prepared:
+        if request.tools is not None and len(request.tools) > MAX_TOOLS:
+            raise validation_error(f"Input validation error: `tools` holds {len(request.tools)} tools; at most {MAX_TOOLS} are accepted")
         plan = self.tool_plan(request)
         has_format = bool(request.response_format) and request.response_format.get("type", "text") != "text"  # type: ignore[union-attr]
         if plan is not None and has_format:
@@ -342,7 +354,14 @@ class Validator:
         count = self.choice_count("n", request.n)
         stop = self.stop_sequences(request.stop)
         seed = self.seed(request.seed)
-        prompts = self._prompts(request.prompt)
+        raw = request.prompt
+        listed = 1 if isinstance(raw, str) or not raw or all(isinstance(p, int) for p in raw) else len(raw)
+        if listed > self.config.max_client_batch_size:  # checked before tokenizing any of them
+            raise validation_error(
+                f"Input validation error: `prompt` holds {listed} prompts; at most {self.config.max_client_batch_size} "
+                "are accepted in one request (MAX_CLIENT_BATCH_SIZE)"
+            )
+        prompts = self._prompts(raw)
         if len(prompts) * count > self.config.max_concurrent_requests:
             raise validation_error(
                 f"Input validation error: {len(prompts)} prompts x n={count} exceeds MAX_CONCURRENT_REQUESTS={self.config.max_concurrent_requests}"
@@ -387,7 +406,7 @@ class Validator:
         if p.top_p is not None and p.top_p == 1.0:
             p = p.model_copy(update={"top_p": None})  # TGI rejects 1.0; it means "off", so we accept it
         _check_range("typical_p", p.typical_p, 0.0, 1.0, low_open=True)
-        _check_positive("repetition_penalty", p.repetition_penalty)
+        _check_repetition_penalty(p.repetition_penalty)
         _check_range("frequency_penalty", p.frequency_penalty, -2.0, 2.0)
         if p.top_k is not None and p.top_k <= 0:
             raise validation_error(f"Input validation error: `top_k` must be strictly positive, got {p.top_k}")

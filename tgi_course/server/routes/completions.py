@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from .. import serving
+from ..admission import inference
 from ..dependencies import INFERENCE
 from ..protocol.openai import CompletionRequest
 from ..state import AppState, get_state
-from .responses import sse, whole
+from .responses import whole
 
 router = APIRouter(tags=["Messages API"])
 
 
-async def handle_completion(state: AppState, body: CompletionRequest) -> Response:
-    state.metrics.received("completions")
-    prepared = state.validator.completion(body)
-    state.admission.enter()
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse(state, serving.stream_completion(state.engine, state.metrics, state.facts, prepared, body.echo, include_usage))
-    try:
-        results = await serving.run_to_end(state.engine, state.metrics, "completions", prepared)
-    finally:
-        state.admission.leave()
-    return whole(serving.completion(state.facts, prepared, results, body.echo))
+async def handle_completion(state: AppState, body: CompletionRequest, http: Request) -> Response:
+    async with inference(state, "completions", http) as call:
+        prepared = await call.prepare(state.validator.completion, body)
+        call.admit(serving.sequences_of(prepared))
+        events = call.open(serving.requests_for(prepared))
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return call.stream(serving.stream_completion(events, state.metrics, state.facts, prepared, body.echo, include_usage))
+        results = await call.run(serving.run_to_end(events, state.metrics, "completions"))
+        return whole(serving.completion(state.facts, prepared, results, body.echo))
 
 
 @router.post("/v1/completions", dependencies=INFERENCE, summary="OpenAI-compatible text completions")
-async def completions(body: CompletionRequest, state: AppState = Depends(get_state)) -> Response:
-    return await handle_completion(state, body)
+async def completions(body: CompletionRequest, http: Request, state: AppState = Depends(get_state)) -> Response:
+    return await handle_completion(state, body, http)

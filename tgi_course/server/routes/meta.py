@@ -20,7 +20,7 @@ router = APIRouter(tags=["Text Generation Inference"])
 # SageMaker polls GET /ping on every container; TGI's router maps it to the same health check.
 @router.get("/ping", summary="SageMaker's health check: the same answer as /health", include_in_schema=False)
 async def health(state: AppState = Depends(get_state)) -> Response:
-    if state.engine.healthy and state.engine.is_running:
+    if state.engine.healthy and not state.draining:
         return Response(status_code=200)
     return JSONResponse(
         {"error": "unhealthy", "error_type": "healthcheck"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -44,8 +44,8 @@ async def info(state: AppState = Depends(get_state)) -> dict:
         "max_batch_prefill_tokens": c.max_batch_prefill_tokens,
         "max_batch_total_tokens": c.max_batch_total_tokens,
         "max_top_n_tokens": c.max_top_n_tokens,
-        "max_client_batch_size": 4,
-        "validation_workers": 1,
+        "max_client_batch_size": c.max_client_batch_size,
+        "validation_workers": c.validation_workers,
         "router": "text-generation-router",
         "version": __version__,
         "sha": None,
@@ -66,13 +66,13 @@ async def metrics(state: AppState = Depends(get_state)) -> Response:
 
 @router.post("/tokenize", dependencies=[Depends(require_api_key), Depends(require_json)], summary="Tokenize a string")
 async def tokenize(body: TokenizeRequest, state: AppState = Depends(get_state)) -> list[dict]:
-    return tokenize_with_offsets(state.loaded.tokenizer, body.inputs, body.add_special_tokens)
+    return await state.workers.run(tokenize_with_offsets, state.loaded.tokenizer, body.inputs, body.add_special_tokens)
 
 
 @router.post("/chat_tokenize", dependencies=[Depends(require_json)], summary="Apply the chat template and tokenize")
 async def chat_tokenize(body: ChatCompletionRequest, state: AppState = Depends(get_state)) -> dict:
-    text = state.validator.chat_prompt(body)  # tools rendered as for generation, as TGI does
+    text = await state.workers.run(state.validator.chat_prompt, body)  # tools rendered as for generation, as TGI does
     return {
-        "tokenize_response": tokenize_with_offsets(state.loaded.tokenizer, text, add_special_tokens=False),
+        "tokenize_response": await state.workers.run(tokenize_with_offsets, state.loaded.tokenizer, text, False),
         "templated_text": text,
     }

@@ -1,7 +1,9 @@
 """POST /invocations: the route SageMaker calls.
 
 With MESSAGES_API_ENABLED=true it is the Messages API (as TGI 1.4–2.3 made it); otherwise it accepts a
-chat, completion or generate body and answers in kind, as TGI 2.4+ does.
+chat, completion or generate body and answers in kind, as TGI 2.4+ does. TGI hands a generate body to its
+compat route (``router/src/sagemaker.rs`` calls ``compat_generate``), so a non-streamed one answers a
+one-element array, exactly as ``POST /``.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ async def invocations(request: Request, state: AppState = Depends(get_state)) ->
             raise validation_error(
                 "Input validation error: `messages` is required: MESSAGES_API_ENABLED=true makes /invocations a chat-completions route"
             )
-        return await handle_chat(state, _parse(ChatCompletionRequest, body))  # type: ignore[arg-type]
+        return await handle_chat(state, _parse(ChatCompletionRequest, body), request)  # type: ignore[arg-type]
     if "prompt" in body:
-        return await handle_completion(state, _parse(CompletionRequest, body))  # type: ignore[arg-type]
+        return await handle_completion(state, _parse(CompletionRequest, body), request)  # type: ignore[arg-type]
     if "inputs" in body:
         parsed: GenerateRequest = _parse(GenerateRequest, body)  # type: ignore[assignment]
-        return await handle_generate(state, parsed, stream=parsed.stream)
+        return await handle_generate(state, parsed, request, stream=parsed.stream, as_list=True)
     raise validation_error("Input validation error: expected a chat (`messages`), completion (`prompt`) or generate (`inputs`) body")

@@ -1,4 +1,4 @@
-"""The running batch's tensors: a left-padded KV cache that rows join and leave between steps.
+"""The transformers (torch) runner: a left-padded KV cache that rows join and leave between steps.
 
 Rows have different lengths, so the cache is left-padded to a common length and an attention mask
 hides the padding; each row keeps its own position ids. Joining pads the shorter side on the left and
@@ -8,13 +8,16 @@ row needs any more. The model sees one ordinary ``forward`` per step for the who
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from ..models.quantize import prompt_pass
+from ...models.quantize import prompt_pass
+from ..scheduler import PaddedCost
+from .base import ModelRunner
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -30,7 +33,6 @@ class PaddedBatch:
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # [rows, columns], 1 where a real token sits
         self.positions: torch.Tensor | None = None  # [rows], position id of the next input token
-        self.next_tokens: torch.Tensor | None = None  # [rows], token each row feeds next
 
     @property
     def rows(self) -> int:
@@ -41,14 +43,14 @@ class PaddedBatch:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, PaddedBatch]:
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, PaddedBatch]:
         """Run the prompts as one left-padded forward; return last-position logits and a batch of them."""
         device = self._model.device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
             mask[row, width - len(prompt) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -67,13 +69,14 @@ class PaddedBatch:
         return out.logits[:, -1, :], fresh
 
     @torch.inference_mode()
-    def step(self) -> torch.Tensor:
-        """One decode step for every row; returns logits [rows, vocab]."""
-        assert self.mask is not None and self.next_tokens is not None and self.positions is not None
+    def step(self, next_tokens: list[int]) -> torch.Tensor:
+        """One decode step, row ``i`` fed ``next_tokens[i]``; returns logits [rows, vocab]."""
+        assert self.mask is not None and self.positions is not None
+        tokens = torch.tensor(next_tokens, dtype=torch.long, device=self.mask.device)
         ones = torch.ones((self.rows, 1), dtype=self.mask.dtype, device=self.mask.device)
         self.mask = torch.cat([self.mask, ones], dim=1)
         out = self._model(
-            input_ids=self.next_tokens[:, None],
+            input_ids=tokens[:, None],
             attention_mask=self.mask,
             position_ids=self.positions[:, None],
             past_key_values=self.cache,
@@ -83,16 +86,12 @@ class PaddedBatch:
         self.positions = self.positions + 1
         return out.logits[:, -1, :]
 
-    def set_next_tokens(self, tokens: list[int]) -> None:
-        device = self.mask.device if self.mask is not None else "cpu"
-        self.next_tokens = torch.tensor(tokens, dtype=torch.long, device=device)
-
     def extend(self, other: PaddedBatch) -> None:
-        """Append ``other``'s rows after ours (both already hold their next tokens)."""
+        """Append ``other``'s rows after ours."""
         if other.rows == 0:
             return
         if self.rows == 0:
-            self.cache, self.mask, self.positions, self.next_tokens = other.cache, other.mask, other.positions, other.next_tokens
+            self.cache, self.mask, self.positions = other.cache, other.mask, other.positions
             return
         assert self.cache is not None and other.cache is not None
         width = max(self.columns, other.columns)
@@ -114,14 +113,13 @@ class PaddedBatch:
         self.mask = torch.cat([pad(self.mask, self.columns, 1), pad(other.mask, other.columns, 1)], dim=0)
         self.cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
         self.positions = torch.cat([self.positions, other.positions])  # type: ignore[list-item]
-        self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])  # type: ignore[list-item]
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in that order) and drop padding columns no remaining row uses."""
         if len(rows) == self.rows:
             return
         if not rows:
-            self.cache = self.mask = self.positions = self.next_tokens = None
+            self.cache = self.mask = self.positions = None
             return
         assert self.cache is not None and self.mask is not None
         index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
@@ -134,4 +132,43 @@ class PaddedBatch:
         self.cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
         self.mask = mask[:, first:]
         self.positions = self.positions.index_select(0, index)  # type: ignore[union-attr]
-        self.next_tokens = self.next_tokens.index_select(0, index)  # type: ignore[union-attr]
+
+
+class TransformersRunner(ModelRunner):
+    """Runs a transformers causal LM with one :class:`PaddedBatch` for all rows.
+
+    Admission counts padded slots (:class:`PaddedCost`): one long prompt widens every row of the
+    batch, so the budget must charge the batch for its widest row, not for the sum of the rows.
+    """
+
+    cost = PaddedCost()
+
+    def __init__(self, model: Any, pad_token_id: int) -> None:
+        self.model = model
+        self.batch = PaddedBatch(model, pad_token_id)
+        self._ids: list[int] = []
+
+    @property
+    def seq_ids(self) -> list[int]:
+        return list(self._ids)
+
+    def prefill(self, seq_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        logits, fresh = self.batch.prefill(prompts)
+        self.batch.extend(fresh)
+        self._ids.extend(seq_ids)
+        return logits
+
+    def decode(self, next_tokens: dict[int, int]) -> torch.Tensor:
+        return self.batch.step([next_tokens[i] for i in self._ids])
+
+    def drop(self, seq_ids: Collection[int]) -> None:
+        gone = set(seq_ids)
+        if not gone.intersection(self._ids):
+            return
+        keep = [row for row, seq_id in enumerate(self._ids) if seq_id not in gone]
+        self.batch.keep(keep)
+        self._ids = [self._ids[row] for row in keep]
+
+    def reset(self) -> None:
+        self.batch.keep([])
+        self._ids = []
