@@ -169,3 +169,28 @@ def test_cors_allows_the_configured_origin(start_server):
     assert preflight.headers.get("access-control-allow-origin") == "http://notebook.local"
     other = http.get(f"{server.url}/info", headers={"Origin": "http://elsewhere"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_tgi_routes_keep_the_matched_stop_sequence_and_openai_routes_drop_it(server):
+    # A space ends nearly any text within 12 tokens; which words come first does not matter here.
+    parameters = {"max_new_tokens": 12, "stop": [" the"], "details": True}
+    inputs = "Write a sentence about the sea and the sky and the sun:"
+    whole = http.post(f"{server.url}/generate", json={"inputs": inputs, "parameters": parameters}).json()
+    if whole["details"]["finish_reason"] == "stop_sequence":
+        assert whole["generated_text"].endswith(" the"), whole  # TGI's generated_text keeps the stop sequence
+        with http.stream("POST", f"{server.url}/generate_stream", json={"inputs": inputs, "parameters": parameters}) as response:
+            events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+        assert events[-1]["generated_text"] == whole["generated_text"]
+    chat = http.post(
+        f"{server.url}/v1/completions", json={"prompt": inputs, "max_tokens": 12, "stop": [" the"], "temperature": 0}
+    ).json()["choices"][0]
+    if chat["finish_reason"] == "stop":
+        assert not chat["text"].endswith(" the")  # OpenAI's text stops before it
+
+
+def test_invocations_documents_its_three_body_shapes(server):
+    spec = http.get(f"{server.url}/openapi.json").json()
+    schema = spec["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    refs = {item["$ref"].rsplit("/", 1)[-1] for item in schema["oneOf"]}
+    assert refs == {"ChatCompletionRequest", "CompletionRequest", "GenerateRequest"}
+    assert refs <= set(spec["components"]["schemas"])

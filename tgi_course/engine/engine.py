@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .memory import HeapTrimmer
 from .output import SequenceOutput
 from .params import ErrorEvent, ErrorKind, Event, FinishEvent, FinishReason, GenerationRequest
 from .runners import ModelRunner, TransformersRunner
@@ -90,6 +91,7 @@ class _Sequence:
             seed=None if self.state.params.greedy else self.seed,
             queue_seconds=started - self.queued_at,
             inference_seconds=now - started,
+            stop=self.output.matched_stop if reason == "stop_sequence" else None,
         )
 
 
@@ -135,6 +137,7 @@ class Engine:
         self._accepting = True
         self._abort: tuple[str, ErrorKind] | None = None
         self._thread: threading.Thread | None = None
+        self._heap = HeapTrimmer()
         self.stats = EngineStats()
         self.step_observers: list[Callable[[int, float], None]] = []  # (batch size, seconds) per decode step
 
@@ -310,7 +313,10 @@ class Engine:
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while True:
+            self._heap.maybe()
             with self._wake:
+                if not self._stopping and not self._tracked and self._abort is None:
+                    self._heap.maybe(now=True)  # going idle: give the last batch's memory back
                 while not self._stopping and not self._tracked and self._abort is None:
                     self._wake.wait()
                 if self._stopping:
@@ -431,6 +437,7 @@ class EventStream:
                 handle.cancel()
             raise
         self._open = set(range(len(requests)))
+        self.abandoned = False  # closed while some request had no final event yet (its client left)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -453,6 +460,8 @@ class EventStream:
         return index, event
 
     async def aclose(self) -> None:
+        if self._open:
+            self.abandoned = True
         for index in sorted(self._open):
             self._handles[index].cancel()
         self._open.clear()

@@ -26,6 +26,10 @@ class SequenceOutput:
         self.generated = 0
 
     @property
+    def matched_stop(self) -> str | None:
+        return self._stops.matched
+
+    @property
     def text(self) -> str:
         """Everything released so far (stop sequence excluded)."""
         return "".join(self._parts)

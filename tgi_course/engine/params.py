@@ -91,6 +91,12 @@ class FinishEvent:
     seed: int | None
     queue_seconds: float
     inference_seconds: float
+    stop: str | None = None  # the stop sequence that ended it, when reason == "stop_sequence"
+
+    @property
+    def text_with_stop(self) -> str:
+        """The text with the matched stop sequence kept, as TGI's own routes return it (OpenAI's drop it)."""
+        return self.text + (self.stop or "")
 
 
 # Why a sequence ended without finishing: its own generation failed (TGI's 424), the server is stopping

@@ -122,10 +122,10 @@ class InferenceCall:
 
     async def close(self) -> None:
         """Cancel whatever is still running and give the slots back (safe to call twice)."""
-        if self.handed_over and any(not s.finished for s in self._streams):
-            self.state.metrics.failure(self.route, "client_disconnected")  # a stream its client left
         for stream in self._streams:
             await stream.aclose()
+        if self.handed_over and any(s.abandoned for s in self._streams):
+            self.state.metrics.failure(self.route, "client_disconnected")  # a stream its client left
         self._streams = []
         if self.ticket is not None:
             self.ticket.release()

@@ -311,7 +311,8 @@ def generate_response(
     best = results[order[0]]
     assert best.finish is not None
     prefix = prepared.prompt_text if return_full_text else ""
-    body: dict[str, Any] = {"generated_text": prefix + best.finish.text}
+    # TGI keeps the matched stop sequence in generated_text (its OpenAI routes, like OpenAI, drop it).
+    body: dict[str, Any] = {"generated_text": prefix + best.finish.text_with_stop}
     if details:
         prefill = []
         if decoder_input_details:
@@ -333,7 +334,7 @@ def generate_response(
         body["details"] = sequence(best)
         if len(results) > 1:
             body["details"]["best_of_sequences"] = [
-                {"generated_text": prefix + results[i].finish.text, **sequence(results[i])}  # type: ignore[union-attr]
+                {"generated_text": prefix + results[i].finish.text_with_stop, **sequence(results[i])}  # type: ignore[union-attr]
                 for i in order[1:]
             ]
     return body
@@ -355,7 +356,7 @@ async def stream_generate(
                 metrics.success("generate_stream", time.perf_counter() - started, [event])
                 assert previous is not None  # every finished sequence generated at least one token
                 last = _stream_token(previous, prepared)
-                last["generated_text"] = (prepared.prompt_text if return_full_text else "") + event.text
+                last["generated_text"] = (prepared.prompt_text if return_full_text else "") + event.text_with_stop
                 if details:
                     last["details"] = {
                         "finish_reason": event.reason,

@@ -34,7 +34,26 @@ def _parse(model: type, body: dict) -> object:
         raise validation_error(f"Input validation error: {details}") from None
 
 
-@router.post("/invocations", dependencies=INFERENCE, summary="SageMaker-compatible route")
+# The body is read by hand (its shape picks the route), so its schema is declared here for /openapi.json.
+_INVOCATIONS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ChatCompletionRequest"},
+                        {"$ref": "#/components/schemas/CompletionRequest"},
+                        {"$ref": "#/components/schemas/GenerateRequest"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/invocations", dependencies=INFERENCE, summary="SageMaker-compatible route", openapi_extra=_INVOCATIONS_BODY)
 async def invocations(request: Request, state: AppState = Depends(get_state)) -> Response:
     try:
         body = json.loads(await request.body())
