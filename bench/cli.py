@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .stats import load_avg_1m
+from .stats import cpu_model, load_avg_1m, load_avgs, machine
 from .targets import TARGETS, Options, iter_specs, run_target
 from .workload import Workload, tiny
 
@@ -34,23 +33,6 @@ ALL = [
     "tgi-course@1,4,16,64", "engine@1", "tgi-course-int4@1,4,16,64", "llama-cpp-server@1,4,16", "llama-cpp@1",
     "transformers-serve@1,4,16", "transformers-serve-cb@1,4,16",
 ]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _load_avgs() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def deadline_from(hh_mm: str | None) -> dt.datetime | None:
@@ -136,8 +118,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "argv": sys.argv,
         "note": args.note,
-        "machine": {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-                    "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "load_avg_before": _load_avgs(), "quiet_wait": quiet},  # fmt: skip
+        "machine": machine(load_avg_before=load_avgs(), quiet_wait=quiet),
         "accelerator": "none (CPU only)",
         "workload": workload.to_dict(),
         "targets": [],
@@ -162,7 +143,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
             result["ready_seconds_warm_cache"] = [outcome.ready_seconds, *time_local_server_starts(args.ready_repeats)]
         _write(path, result, complete=False)  # an interrupted run keeps the targets it measured
-    result["machine"]["load_avg_after"] = _load_avgs()
+    result["machine"]["load_avg_after"] = load_avgs()
     _write(path, result, complete=True)
     return path, result
 

@@ -35,7 +35,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -51,8 +50,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .report import RESULTS, write_record
-from .stats import percentile
+from .report import RESULTS, _fmt, write_record
+from .stats import load_avgs, machine, percentile
 from .workload import Workload
 
 KINDS = ("complete", "early", "mid", "nonstream")
@@ -756,7 +755,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         log_offset = target.log.stat().st_size if target.log and target.log.exists() else 0
         print(f"[soak] {time.strftime('%H:%M:%S')} {plan.concurrency} workers for {plan.duration:.0f} s against {target.root} "
               f"(pid {target.pid or '?'}, {target.pid_how})", file=sys.stderr, flush=True)  # fmt: skip
-        load_before = _load_avgs()
+        load_before = load_avgs()
         measured = asyncio.run(soak(target, plan))
         log = server_log_problems(target.log, log_offset)
     record: dict[str, Any] = {
@@ -764,8 +763,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "argv": sys.argv,
         "note": args.note,
-        "machine": {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": _load_avgs()},  # fmt: skip
+        "machine": machine(load_avg_before=load_before, load_avg_after=load_avgs()),
         "plan": asdict(plan),
         "target": {"root": target.root, "model": target.model, "pid": target.pid, "pid_how": target.pid_how, "extra_body": target.extra_body, **target.info},
         **measured,
@@ -776,22 +774,11 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     return write_record(args.out, "soak", record), record
 
 
-def _load_avgs() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 # ------------------------------------------------------------------------------------------------
 # The printed report
 # ------------------------------------------------------------------------------------------------
 def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return _fmt(value, digits)
 
 
 def _span(window: dict[str, Any]) -> str:

@@ -92,6 +92,35 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def load_avgs() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages, rounded, for results files (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """What a results file says about the machine a run took its figures on."""
+    import platform
+
+    return {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), **extra}  # fmt: skip
+
+
+def cpu_model() -> str:
+    from pathlib import Path
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def load_avg_1m() -> float | None:
     try:
         return os.getloadavg()[0]

@@ -94,6 +94,14 @@ class Collector:
         return self.events[-1]
 
 
+def start_long(engine: Engine, loaded_model, sink: Collector, max_new_tokens: int, tokens_seen: int = 1):
+    """Submit a long greedy sequence and wait until it has produced ``tokens_seen`` tokens."""
+    handle = engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=max_new_tokens, ignore_eos=True)), sink)
+    while sum(isinstance(e, TokenEvent) for e in sink.events) < tokens_seen:
+        time.sleep(0.01)
+    return handle
+
+
 def settle(engine: Engine) -> None:
     deadline = time.monotonic() + 10
     while (engine.tracked or engine.stats.batch_size or engine.stats.queue_size) and time.monotonic() < deadline:
@@ -146,9 +154,7 @@ def test_a_failed_decode_step_fails_its_rows_and_the_engine_serves_the_next_requ
     runner.decode_delay = 0.05
     first = [Collector() for _ in range(2)]
     for s in first:
-        engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True)), s)
-    while sum(isinstance(e, TokenEvent) for e in first[0].events) < 3:
-        time.sleep(0.01)
+        start_long(engine, loaded_model, s, 40)
     runner.fail_decodes = 1
     for s in first:
         assert isinstance(s.final, ErrorEvent) and "injected decode failure" in s.final.message
@@ -163,9 +169,7 @@ def test_a_failed_prefill_fails_only_the_requests_it_admitted(faulty, loaded_mod
     engine, runner = faulty
     runner.decode_delay = 0.05
     running = Collector()
-    engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)), running)
-    while not running.events:
-        time.sleep(0.01)
+    start_long(engine, loaded_model, running, 30)
     runner.fail_prefills = 1
     late = Collector()
     engine.submit(GenerationRequest(prompt(loaded_model, "What is 2+2?"), PARAMS), late)
@@ -197,9 +201,7 @@ def test_cancel_in_every_phase_gives_one_final_event_and_frees_everything(faulty
     engine._scheduler.limits = BatchLimits(max_batch_prefill_tokens=4096, max_batch_total_tokens=16384, max_batch_size=1)
     try:
         decoding, queued = Collector(), Collector()
-        h_decoding = engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=200, ignore_eos=True)), decoding)
-        while not decoding.events:
-            time.sleep(0.01)
+        h_decoding = start_long(engine, loaded_model, decoding, 200)
         h_queued = engine.submit(GenerationRequest(prompt(loaded_model), PARAMS), queued)  # batch of 1 is full: it waits
         assert engine.stats.queue_size == 1
         h_queued.cancel()
@@ -218,9 +220,7 @@ def test_abort_all_and_stop_end_every_sequence_once(faulty, loaded_model):
     runner.decode_delay = 0.02
     sinks = [Collector() for _ in range(3)]
     for s in sinks:
-        engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=500, ignore_eos=True)), s)
-    while not all(s.events for s in sinks):
-        time.sleep(0.01)
+        start_long(engine, loaded_model, s, 500)
     engine.abort_all("going away", "shutdown")
     for s in sinks:
         assert isinstance(s.final, ErrorEvent) and s.final.kind == "shutdown"

@@ -75,16 +75,17 @@ def test_sigterm_ends_long_streams_with_an_error_event_and_done_after_the_grace_
 
 
 def test_sigterm_lets_short_streams_finish_normally():
-    with LocalServer(shutdown_grace_seconds=30) as server:
+    grace = 120.0  # far longer than the streams need, even on a loaded machine
+    with LocalServer(shutdown_grace_seconds=grace) as server:
         results, threads = start_streams(server, 3, max_tokens=40)
         process = server._process
-        signalled = time.monotonic()
         os.kill(server.pid, signal.SIGTERM)
         for thread in threads:
-            thread.join(timeout=60)
-        process.wait(timeout=35)
-        took = time.monotonic() - signalled
-    assert took < 30, "the server should exit as soon as its streams finished, not at the end of the grace period"
+            thread.join(timeout=grace)
+        streams_done = time.monotonic()
+        process.wait(timeout=grace)
+        after_streams = time.monotonic() - streams_done
+    assert after_streams < 10, f"exited {after_streams:.1f} s after its last stream: it should not wait out the grace period"
     for data in results:
         assert data[-1] == "[DONE]" and not any('"error"' in d for d in data), data[-3:]
         finals = [json.loads(d)["choices"][0]["finish_reason"] for d in data[:-1] if json.loads(d)["choices"]]
