@@ -60,7 +60,7 @@ def _index_of(cells: list, pattern: re.Pattern[str]) -> int:
 
 def test_the_course_has_its_notebooks() -> None:
     names = {path.name for path in NOTEBOOKS}
-    for prefix in ["00_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_"]:
+    for prefix in ["00_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_"]:
         assert any(name.startswith(prefix) for name in names), f"no notebook {prefix}*.ipynb in notebooks/"
 
 
