@@ -313,10 +313,10 @@ class Engine:
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while True:
-            self._heap.maybe()
+            # Going idle gives the last batch's memory back at once; under load, every few seconds. Outside the
+            # lock: a trim takes milliseconds that submit() should not wait for.
+            self._heap.maybe(now=not self._tracked)
             with self._wake:
-                if not self._stopping and not self._tracked and self._abort is None:
-                    self._heap.maybe(now=True)  # going idle: give the last batch's memory back
                 while not self._stopping and not self._tracked and self._abort is None:
                     self._wake.wait()
                 if self._stopping:
@@ -441,11 +441,6 @@ class EventStream:
 
     def __aiter__(self) -> EventStream:
         return self
-
-    @property
-    def finished(self) -> bool:
-        """Every request has had its final event."""
-        return not self._open
 
     def __len__(self) -> int:
         """How many requests this stream carries."""

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..engine import EngineClosed, GenerationRequest
 from ..engine.engine import EventStream
-from .errors import ApiError, ClientGone, error_type_of, overloaded_error, unavailable_error, validation_error
+from .errors import ClientGone, error_type_of, overloaded_error, unavailable_error, validation_error
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -200,4 +200,4 @@ async def inference(state: Any, route: str, http: Request) -> AsyncIterator[Infe
             await call.close()
 
 
-__all__ = ["Admission", "ClientGone", "InferenceCall", "Ticket", "ValidationWorkers", "inference", "ApiError"]
+__all__ = ["Admission", "ClientGone", "InferenceCall", "Ticket", "ValidationWorkers", "inference"]
