@@ -164,3 +164,54 @@ def test_bad_values_leave_bystanders_unharmed(room):
         rest = [line for line in lines if line.startswith("data:")]
     assert rest[-1] == "data: [DONE]" and not any('"error"' in line for line in rest)
     wait_idle(room)
+
+
+def test_a_stream_whose_client_stops_reading_is_ended_by_the_send_timeout(room, monkeypatch):
+    """A client that keeps its connection open but reads nothing cannot hold a slot: the send times out.
+
+    Filling real loopback socket buffers takes megabytes of events, so the app is called directly over ASGI
+    with a ``send`` that blocks for ever after the first body chunk (what a full TCP window looks like to the
+    server), and the timeout is shortened. Everything between the route and sse-starlette is the real code.
+    """
+    import json
+
+    from tgi_course.server import admission as admission_module
+
+    monkeypatch.setattr(admission_module, "STREAM_SEND_TIMEOUT_SECONDS", 0.5)
+    body = json.dumps({**LONG, "max_tokens": 200, "stream": True}).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "root_path": "", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 50000), "state": {},
+    }
+    sent: list[dict] = []
+
+    async def run() -> float:
+        stalled = asyncio.Event()
+        delivered = False
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # connected, silent: never a disconnect
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                stalled.set()
+                await asyncio.Event().wait()  # the window is full: this send never completes
+
+        started = time.monotonic()
+        await asyncio.wait_for(room.app(scope, receive, send), timeout=30)
+        assert stalled.is_set()
+        return time.monotonic() - started
+
+    seconds = asyncio.run(run())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert seconds < 20, f"the stalled stream took {seconds:.1f} s to end"
+    wait_idle(room)  # its row left the batch and its slot came back
+    all_succeed(room, 16)
