@@ -27,15 +27,15 @@ ifneq ($(strip $(DTYPE)),)
 export DTYPE
 endif
 
-.PHONY: help setup browser course test serve download test-notebooks test-fast test-portability bench bench-peers clean-venv
+.PHONY: llama-cpp help setup browser course test serve download test-notebooks test-fast test-portability bench bench-peers clean-venv
 
 help:
 	@echo "make course   set up, then open the course in JupyterLab with a local server"
 	@echo "make test     set up, then run the whole suite (notebooks included)"
 	@echo "make serve    set up, then run the Messages API server alone on port $(PORT)"
-	@echo "make bench    set up (peers included: llama-cpp-python builds 10-30 min), then benchmark side by side"
+	@echo "make bench    set up (peers included: llama.cpp builds 10-30 min), then benchmark side by side"
 
-setup: $(STAMP) $(NODE_STAMP) download
+setup: $(STAMP) $(LLAMA_CPP_STAMP) $(NODE_STAMP) download
 
 # The browser tests drive Debian's chromium through playwright's executable_path (playwright's own browser
 # download cannot work offline). Installed when missing and this is root with apt-get (CI, Docker); elsewhere
@@ -64,6 +64,33 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps text-generation==0.7.0
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# The llama.cpp backend (issue 13): llama-cpp-python has no wheel on PyPI, so pip compiles llama.cpp (about 10
+# minutes on 2 cores; pip's wheel cache makes the next set-up on this machine take seconds). GGML_NATIVE: the
+# kernels of this machine's CPU. Without a C/C++ compiler, or if the build fails, set-up goes on and BACKEND=auto
+# serves with the transformers runner, saying why at start. The stamp is written either way, so a failed build
+# is not retried on every `make`; `rm $(LLAMA_CPP_STAMP)` (or `make llama-cpp`) tries again.
+LLAMA_CPP_PIN := llama-cpp-python==0.3.36
+LLAMA_CPP_STAMP := $(VENV)/.llama-cpp-$(subst ==,-,$(LLAMA_CPP_PIN))
+LLAMA_CPP_JOBS ?= $(shell nproc 2> /dev/null || echo 2)
+$(LLAMA_CPP_STAMP): $(STAMP)
+	if command -v cc > /dev/null && command -v c++ > /dev/null; then \
+		echo "building $(LLAMA_CPP_PIN) (llama.cpp from source: about 10 minutes on 2 cores, seconds when pip has it cached) ..."; \
+		started=$$(date +%s); \
+		if CMAKE_BUILD_PARALLEL_LEVEL=$(LLAMA_CPP_JOBS) CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+			$(PIP) install -q -c constraints.txt $(LLAMA_CPP_PIN); then \
+			echo "llama-cpp-python ready in $$(( $$(date +%s) - started )) s: BACKEND=auto serves GGUF models with llama.cpp"; \
+		else \
+			echo "llama-cpp-python did not build: BACKEND=auto serves with the transformers runner (see the pip output above)"; \
+		fi; \
+	else \
+		echo "no C/C++ compiler (cc, c++): llama-cpp-python cannot be built; BACKEND=auto serves with the transformers runner"; \
+	fi
+	touch $@
+
+llama-cpp: $(STAMP)
+	rm -f $(LLAMA_CPP_STAMP)
+	$(MAKE) $(LLAMA_CPP_STAMP)
 
 # Node.js is needed by notebook 03 alone: without it set-up goes on (every other notebook runs) and says so.
 $(NODE_STAMP): $(wildcard package.json package-lock.json)
@@ -121,10 +148,10 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-# The benchmark's peers: llama-cpp-python built from source (10-30 min) in its own venv, so .venv's pins and
-# `make test` never pay for it. Idempotent (stamp file inside the venv).
+# The benchmark's peers, each in a folder of its own so .venv's pins and `make test` never pay for them:
+# llama-cpp-python's server (.venv-peers), llama.cpp's llama-server (.peers), vLLM CPU (.venv-vllm). Idempotent.
 PEERS_VENV := .venv-peers
-bench-peers:
+bench-peers: $(VLLM_STAMP)
 	PYTHON=$(PYTHON) PEERS_VENV=$(PEERS_VENV) bash bench/make_peers.sh
 
 # Issue 5: ours and every peer side by side in one run; JSON + PNG in bench/results/.

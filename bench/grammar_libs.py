@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     loaded = load(resolve("default"), device="cpu", dtype="float32")
     tokenizer, eos = loaded.tokenizer, sorted(loaded.eos_token_ids)
-    width = int(loaded.model.config.vocab_size)
+    width = int(loaded.logits_width)
     rows: list[dict[str, Any]] = []
     for name, (module, factory) in LIBRARIES.items():
         if importlib.util.find_spec(module) is None:

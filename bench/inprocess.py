@@ -25,12 +25,12 @@ from .workload import Workload
 
 
 # -- our engine ------------------------------------------------------------------------------------
-def _engine_from_server_settings(quantize: str | None = None) -> tuple[Any, Any, float, dict[str, Any]]:
-    state, load_seconds, info = server_state_from_settings(quantize)
+def _engine_from_server_settings(quantize: str | None = None, **settings: Any) -> tuple[Any, Any, float, dict[str, Any]]:
+    state, load_seconds, info = server_state_from_settings(quantize, **settings)
     return state.engine, state.loaded.tokenizer, load_seconds, info
 
 
-def server_state_from_settings(quantize: str | None = None) -> tuple[Any, float, dict[str, Any]]:
+def server_state_from_settings(quantize: str | None = None, **settings: Any) -> tuple[Any, float, dict[str, Any]]:
     """The engine exactly as ``tgi-course serve`` builds it (same settings, limits, threads, dtype).
 
     Going through ``create_app`` rather than constructing ``Engine`` here keeps this measurement honest
@@ -42,7 +42,7 @@ def server_state_from_settings(quantize: str | None = None) -> tuple[Any, float,
     from tgi_course.config import ServerConfig
     from tgi_course.server import create_app
 
-    config = ServerConfig.from_sources(env={}, overrides={"quantize": quantize})  # defaults, as LocalServer() starts with
+    config = ServerConfig.from_sources(env={}, overrides={"quantize": quantize, **settings})  # defaults, as LocalServer() starts with
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
     app = create_app(config)
@@ -55,6 +55,8 @@ def server_state_from_settings(quantize: str | None = None) -> tuple[Any, float,
         "dtype": str(state.loaded.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "quantize": quantize,
+        "backend": state.loaded.backend,
+        "weights": state.loaded.weight_format,
     }
     return state, load_seconds, info
 

@@ -32,7 +32,7 @@ source = resolve("default")
 if where == "main":
     loaded = loading._load(source, "cpu", "auto", None, quantize)
 else:
-    loaded = loading.load(source, device="cpu", quantize=quantize)
+    loaded = loading.load(source, device="cpu", quantize=quantize, backend="transformers")
 steps = {}
 
 def decode():

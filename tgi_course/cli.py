@@ -34,10 +34,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"tgi-course serve: {exc}", file=sys.stderr)
         return 2
     resolved = app.state.tgi.config
+    loaded = app.state.tgi.loaded
+    logging.getLogger("tgi_course").info("backend %s (%s)", loaded.backend, loaded.backend_reason)
     logging.getLogger("tgi_course").info(
-        "serving %s on http://%s:%d (max_input_tokens=%s, max_total_tokens=%s, device=%s, dtype=%s, quantize=%s)",
+        "serving %s on http://%s:%d (max_input_tokens=%s, max_total_tokens=%s, device=%s, weights=%s, backend=%s)",
         app.state.tgi.facts.name, resolved.hostname, resolved.port, resolved.max_input_tokens,
-        resolved.max_total_tokens, app.state.tgi.loaded.device, app.state.tgi.loaded.dtype, resolved.quantize,
+        resolved.max_total_tokens, loaded.device, loaded.weight_format, loaded.backend,
     )
     if not is_loopback(resolved.hostname) and not resolved.api_key:
         logging.getLogger("tgi_course").warning(

@@ -46,6 +46,14 @@ SETTINGS: dict[str, Setting] = {
     "port": Setting(("PORT",), "TCP port (TGI's launcher uses 3000)."),
     "device": Setting(("DEVICE",), "cuda, cpu or auto."),
     "dtype": Setting(("DTYPE",), "bfloat16, float16, float32 or auto."),
+    "backend": Setting(
+        ("BACKEND",), "auto, transformers or llama.cpp: what computes the model (auto: llama.cpp for a GGUF on the CPU in float32)."
+    ),
+    "gguf_weights": Setting(
+        ("GGUF_WEIGHTS",),
+        "What the llama.cpp backend computes with: f16 (default: the GGUF de-quantized once, as accurate as the dense path), "
+        "file (the GGUF's own quantization: faster, less accurate), bf16 or f32.",
+    ),
     "quantize": Setting(("QUANTIZE",), "int4: 4-bit weight-only on the CPU (faster single streams); unset: dense."),
     "max_input_tokens": Setting(("MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH"), "Longest prompt, in tokens."),
     "max_total_tokens": Setting(("MAX_TOTAL_TOKENS",), "Prompt plus new tokens, per request."),
@@ -78,7 +86,7 @@ def server_env_names() -> set[str]:
 # `make test DTYPE=float32` must reach the suite's servers, the notebooks' LocalServer and the endpoints'
 # children alike, while any other server variable of a parent stays out of its children (a notebook's
 # environment must not change the course server by accident). Explicit settings still win.
-RUN_WIDE_SETTINGS = ("dtype",)
+RUN_WIDE_SETTINGS = ("dtype", "backend", "gguf_weights")
 
 
 def run_wide_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -93,9 +101,22 @@ def run_dtype(environ: Mapping[str, str] | None = None) -> str:
     return run_wide_env(environ).get(SETTINGS["dtype"].env[0], "auto")
 
 
+def run_backend(environ: Mapping[str, str] | None = None) -> str:
+    """The backend this run asks for: ``BACKEND`` from the environment, else ``auto``."""
+    return run_wide_env(environ).get(SETTINGS["backend"].env[0], "auto")
+
+
+def run_gguf_weights(environ: Mapping[str, str] | None = None) -> str:
+    """What this run's llama.cpp backend computes with: ``GGUF_WEIGHTS`` from the environment, else f16."""
+    return run_wide_env(environ).get(SETTINGS["gguf_weights"].env[0], "f16")
+
+
 # Weight formats QUANTIZE accepts (tgi_course.models.quantize implements them; kept here so that
 # validating a config never imports torch).
 QUANTIZATIONS = ("int4",)
+# Kept equal to tgi_course.models.backend.BACKENDS (tested), for the same reason.
+BACKENDS = ("auto", "transformers", "llama.cpp")
+GGUF_WEIGHTS = ("f16", "file", "bf16", "f32")
 
 # TGI's launcher default port; the docker image listens on 80 instead.
 DEFAULT_PORT = 3000
@@ -112,6 +133,8 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "auto"  # TGI ships its llama.cpp backend as a separate build; here it is a setting
+    gguf_weights: str = "f16"
     quantize: str | None = None  # TGI's QUANTIZE names GPU schemes (gptq, awq, ...); ours is a CPU one
     max_input_tokens: int | None = None  # derived from the model when unset, as TGI does
     max_total_tokens: int | None = None
@@ -208,6 +231,10 @@ class ServerConfig:
             raise ConfigError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in {"auto", "bfloat16", "float16", "float32"}:
             raise ConfigError(f"DTYPE must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.gguf_weights not in GGUF_WEIGHTS:
+            raise ConfigError(f"GGUF_WEIGHTS must be one of {', '.join(GGUF_WEIGHTS)}, got {self.gguf_weights!r}")
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise ConfigError(f"QUANTIZE must be one of {', '.join(QUANTIZATIONS)} or unset, got {self.quantize!r}")
         if self.quantize is not None and self.device.startswith("cuda"):

@@ -27,9 +27,9 @@ def fp32():
     """fp32: a greedy row's tokens do not depend on the batch around it (bf16 sums do, by the last bit)."""
     from tgi_course.models import load, resolve
 
-    loaded = load(resolve("default"), device="cpu", dtype="float32")
-    engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
-    grammars = Grammars(loaded.tokenizer, int(loaded.model.config.vocab_size), sorted(loaded.eos_token_ids))
+    loaded = load(resolve("default"), device="cpu", dtype="float32", backend="transformers")
+    engine = loaded.engine().start()
+    grammars = Grammars(loaded.tokenizer, int(loaded.logits_width), sorted(loaded.eos_token_ids))
     yield loaded, engine, grammars
     engine.stop()
 

@@ -12,7 +12,7 @@ from tgi_course.engine import BatchLimits, Engine, FinishEvent, GenerationReques
 
 @pytest.fixture(scope="module")
 def engine(loaded_model):
-    engine = Engine(loaded_model.model, loaded_model.tokenizer, loaded_model.eos_token_ids, BatchLimits()).start()
+    engine = loaded_model.engine(BatchLimits()).start()  # the run's backend (llama.cpp or transformers)
     yield engine
     engine.stop()
 
@@ -26,11 +26,12 @@ QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea
 
 @pytest.fixture(scope="module")
 def fp32_engine():
-    """bf16 sums depend on batch shape, so exact equality is checked in fp32, where only padding could break it."""
+    """bf16 sums depend on batch shape, so exact equality is checked in fp32, where only padding could break it.
+    The transformers runner: left padding and re-concatenated caches are what this guards."""
     from tgi_course.models import load, resolve
 
-    loaded = load(resolve("default"), device="cpu", dtype="float32")
-    engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
+    loaded = load(resolve("default"), device="cpu", dtype="float32", backend="transformers")
+    engine = loaded.engine().start()
     yield engine
     engine.stop()
 

@@ -15,13 +15,14 @@ import torch
 
 from tgi_course.engine import Engine, ErrorEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent, encode, render_chat
 from tgi_course.engine.engine import UNHEALTHY_AFTER_FAILED_STEPS
-from tgi_course.engine.runners import ModelRunner, TransformersRunner
+from tgi_course.engine import BatchLimits
+from tgi_course.engine.runners import ModelRunner
 
 
 class FaultyRunner(ModelRunner):
-    """The real transformers runner, plus switches that break the next steps."""
+    """The run's real runner (llama.cpp or transformers), plus switches that break the next steps."""
 
-    def __init__(self, inner: TransformersRunner) -> None:
+    def __init__(self, inner: ModelRunner) -> None:
         self.inner = inner
         self.cost = inner.cost
         self.fail_decodes = 0  # the next N decode steps raise
@@ -57,14 +58,18 @@ class FaultyRunner(ModelRunner):
     def reset(self) -> None:
         self.inner.reset()
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 @pytest.fixture
 def faulty(loaded_model):
     tokenizer = loaded_model.tokenizer
-    runner = FaultyRunner(TransformersRunner(loaded_model.model, tokenizer.pad_token_id or 0))
+    runner = FaultyRunner(loaded_model.create_runner(BatchLimits()))
     engine = Engine(None, tokenizer, loaded_model.eos_token_ids, runner=runner).start()
     yield engine, runner
     engine.stop()
+    runner.close()
 
 
 def prompt(loaded_model, text: str = "Name three colors.") -> list[int]:
@@ -97,7 +102,9 @@ class Collector:
 def start_long(engine: Engine, loaded_model, sink: Collector, max_new_tokens: int, tokens_seen: int = 1):
     """Submit a long greedy sequence and wait until it has produced ``tokens_seen`` tokens."""
     handle = engine.submit(GenerationRequest(prompt(loaded_model), SamplingParams(temperature=0, max_new_tokens=max_new_tokens, ignore_eos=True)), sink)
+    deadline = time.monotonic() + 60
     while sum(isinstance(e, TokenEvent) for e in sink.events) < tokens_seen:
+        assert time.monotonic() < deadline, f"no {tokens_seen} tokens in 60 s: {sink.events[-1:]}"
         time.sleep(0.01)
     return handle
 

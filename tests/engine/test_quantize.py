@@ -122,7 +122,7 @@ def test_quantized_rows_generate_in_a_batch_exactly_what_they_generate_alone(alo
         return
     loaded = load(resolve("default"), device="cpu", dtype=run_dtype(), quantize="int4")
     assert loaded.quantize == "int4"
-    engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids).start()
+    engine = loaded.engine().start()
     prompts = [encode(loaded.tokenizer, render_chat(loaded.tokenizer, [{"role": "user", "content": q}])) for q in QUESTIONS]
     try:
         alone, together = alone_and_together(engine, prompts, SamplingParams(temperature=0, max_new_tokens=24))

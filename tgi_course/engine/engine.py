@@ -38,6 +38,8 @@ Sink = Callable[[Event], None]
 # Health turns 503 after this many steps in a row have failed as a whole (a broken model or device),
 # and back to 200 after the next good step.
 UNHEALTHY_AFTER_FAILED_STEPS = 3
+# While idle the loop wakes this often to tell the runner how long it has been idle (ModelRunner.idle).
+IDLE_TICK_SECONDS = 5.0
 
 
 class EngineClosed(RuntimeError):
@@ -317,8 +319,10 @@ class Engine:
             # lock: a trim takes milliseconds that submit() should not wait for.
             self._heap.maybe(now=not self._tracked)
             with self._wake:
+                idle_since = time.monotonic()
                 while not self._stopping and not self._tracked and self._abort is None:
-                    self._wake.wait()
+                    if not self._wake.wait(IDLE_TICK_SECONDS):
+                        self._tell_idle(time.monotonic() - idle_since)
                 if self._stopping:
                     break
                 abort, self._abort = self._abort, None
@@ -339,6 +343,12 @@ class Engine:
                 log.exception("engine loop failed")
                 self._finalize_all(f"generation failed: {exc.__class__.__name__}: {exc}", "generation")
         self._finalize_all("server is shutting down", "shutdown")
+
+    def _tell_idle(self, seconds: float) -> None:
+        try:
+            self.runner.idle(seconds)
+        except Exception:
+            log.exception("runner idle hook failed")
 
     def _step_failed(self, seqs: list[_Sequence], exc: Exception) -> None:
         """A prefill or decode that raised fails only the sequences that were in it."""

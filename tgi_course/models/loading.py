@@ -15,15 +15,24 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from ..config import QUANTIZATIONS
+from .backend import BackendChoice, choose_backend
 from .registry import ModelNotAvailable, ModelSource, cache_dir, offline_models, sha256_of
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..engine.runners import ModelRunner
+    from ..engine.scheduler import BatchLimits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# GGUF_WEIGHTS default: what the llama.cpp runner computes with (see tgi_course.config).
+DEFAULT_GGUF_WEIGHTS = "f16"
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -41,6 +50,40 @@ class LoadedModel:
     sha: str | None
     eos_token_ids: frozenset[int]
     quantize: str | None = None  # weight format when not dense: "int4"
+    backend: str = "transformers"  # or "llama.cpp": then ``model`` is a LlamaCppModel
+    backend_reason: str = ""
+    logits_width: int | None = None  # columns of the logits (a grammar's token mask must be as wide)
+
+    @property
+    def weight_format(self) -> str:
+        """What the weights are stored as: the dtype, QUANTIZE, or the GGUF's own type under llama.cpp."""
+        if self.backend == "llama.cpp":
+            return self.model.weight_type
+        return self.quantize or str(self.dtype).removeprefix("torch.")
+
+    def engine(self, limits: BatchLimits | None = None, threads: int = 0) -> Engine:
+        """An engine (not started) over a fresh runner for this model: what a script or test needs in-process."""
+        from ..engine import BatchLimits as Limits, Engine
+
+        limits = limits or Limits()
+        return Engine(None, self.tokenizer, self.eos_token_ids, limits, runner=self.create_runner(limits, threads))
+
+    def create_runner(self, limits: BatchLimits, threads: int = 0) -> ModelRunner:
+        """A fresh runner for one engine, sized by the batch limits."""
+        if self.backend == "llama.cpp":
+            from ..engine.runners.llama_cpp import LlamaCppRunner
+
+            return LlamaCppRunner(
+                self.model,
+                kv_tokens=limits.max_batch_total_tokens,
+                max_rows=limits.max_batch_size,
+                max_prefill_tokens=limits.max_batch_prefill_tokens,
+                threads=threads,
+            )
+        from ..engine.runners import TransformersRunner
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_token_ids or {0})
+        return TransformersRunner(self.model, pad)
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -159,13 +202,106 @@ def load(
     dtype: str = "auto",
     revision: str | None = None,
     quantize: str | None = None,
+    backend: str = "auto",
+    gguf_weights: str = DEFAULT_GGUF_WEIGHTS,
 ) -> LoadedModel:
     """Load a resolved model onto the chosen device, converting a GGUF first when needed.
 
     ``quantize="int4"`` replaces the linear layers of the transformer blocks with 4-bit weight-only ones
-    (CPU only; the LM head stays dense).
+    (CPU only; the LM head stays dense). ``backend`` is BACKEND (see :mod:`tgi_course.models.backend`);
+    ``gguf_weights`` is GGUF_WEIGHTS, what the llama.cpp runner computes with.
     """
-    return _in_a_thread_that_exits(lambda: _load(source, device, dtype, revision, quantize))
+    choice = backend_for(source, device, dtype, quantize, backend)
+    if choice.name == "llama.cpp":
+        return _load_llama_cpp(source, choice, gguf_weights)
+    loaded = _in_a_thread_that_exits(lambda: _load(source, device, dtype, revision, quantize))
+    loaded.backend_reason = choice.reason
+    return loaded
+
+
+def backend_for(source: ModelSource, device: str = "auto", dtype: str = "auto", quantize: str | None = None, backend: str = "auto") -> BackendChoice:
+    """The runner these settings get (ModelNotAvailable when BACKEND=llama.cpp cannot serve them)."""
+    from ..engine.runners.llama_cpp import llama_cpp_available
+
+    try:
+        return choose_backend(
+            backend,
+            source_kind=source.kind,
+            device=device,
+            dtype=dtype,
+            quantize=quantize,
+            cuda_available=torch.cuda.is_available(),
+            llama_cpp_missing=llama_cpp_available() if source.kind in {"default-gguf", "gguf"} else None,
+        )
+    except ValueError as exc:
+        raise ModelNotAvailable(str(exc)) from None
+
+
+def _eos_ids(*candidates: Any) -> frozenset[int]:
+    eos: set[int] = set()
+    for candidate in candidates:
+        if isinstance(candidate, int):
+            eos.add(candidate)
+        elif isinstance(candidate, (list, tuple)):
+            eos.update(int(c) for c in candidate)
+    return frozenset(eos)
+
+
+def reencoded_gguf(source: ModelSource, weights: str) -> Path:
+    """The GGUF's tensors re-encoded as ``weights`` (``f16``...), made once into the cache and reused.
+
+    Keyed by the source file's sha256, like the safetensors copy. Written under a temporary name and renamed,
+    so two processes making it at once never read half a file.
+    """
+    from ..engine.runners.llama_cpp import REENCODINGS, reencode_gguf
+
+    if weights not in REENCODINGS:
+        raise ModelNotAvailable(f"GGUF_WEIGHTS must be one of file, {', '.join(REENCODINGS)}, got {weights!r}")
+    assert source.path is not None
+    sha = source.sha256 or sha256_of(source.path)
+    target = cache_dir() / "gguf" / f"{source.path.stem}-{sha[:16]}-{weights.upper()}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    try:
+        reencode_gguf(source.path, staging, weights)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return target
+
+
+def _load_llama_cpp(source: ModelSource, choice: BackendChoice, gguf_weights: str) -> LoadedModel:
+    """The GGUF read by llama.cpp; tokenizer, chat template and end-of-sequence ids are the Hugging Face ones
+    of the converted folder, so a prompt is the same token ids whichever runner serves it."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from ..engine.runners.llama_cpp import LlamaCppModel
+
+    assert source.path is not None
+    folder = convert_gguf(source)  # cached: also checks the file's sha256 the first time
+    weights_file = source.path if gguf_weights == "file" else reencoded_gguf(source, gguf_weights)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    try:
+        generation = GenerationConfig.from_pretrained(folder)
+    except OSError:
+        generation = None
+    model = LlamaCppModel(weights_file)
+    return LoadedModel(
+        name=source.name,
+        model=model,
+        tokenizer=tokenizer,
+        device=torch.device("cpu"),
+        dtype=torch.float32,  # llama.cpp's activations and logits
+        max_position_embeddings=int(getattr(config, "max_position_embeddings", 0) or model.n_ctx_train or 2048),
+        sha=source.sha256,
+        eos_token_ids=_eos_ids(getattr(generation, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id),
+        backend="llama.cpp",
+        backend_reason=choice.reason,
+        logits_width=model.n_vocab,
+    )
 
 
 def _load(source: ModelSource, device: str, dtype: str, revision: str | None, quantize: str | None) -> LoadedModel:
@@ -220,12 +356,7 @@ def _load(source: ModelSource, device: str, dtype: str, revision: str | None, qu
 
         quantize_int4(model)
     config = model.config
-    eos: set[int] = set()
-    for candidate in (getattr(model.generation_config, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id):
-        if isinstance(candidate, int):
-            eos.add(candidate)
-        elif isinstance(candidate, (list, tuple)):
-            eos.update(int(c) for c in candidate)
+    eos = _eos_ids(getattr(model.generation_config, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id)
     return LoadedModel(
         name=source.name,
         model=model,
@@ -234,6 +365,7 @@ def _load(source: ModelSource, device: str, dtype: str, revision: str | None, qu
         dtype=torch_dtype,
         max_position_embeddings=int(getattr(config, "max_position_embeddings", 2048) or 2048),
         sha=sha,
-        eos_token_ids=frozenset(eos),
+        eos_token_ids=eos,
         quantize=quantize,
+        logits_width=int(getattr(config, "vocab_size", 0) or len(tokenizer)),
     )

@@ -79,26 +79,15 @@ class PayloadLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _logits_width(model: object, tokenizer: object) -> int:
-    """Columns of the model's logits (a grammar's token mask must be as wide; it can exceed the tokenizer's size)."""
-    config = getattr(model, "config", None)
-    width = getattr(config, "vocab_size", None)
-    return int(width) if width else len(tokenizer)  # type: ignore[arg-type]
-
-
 def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
     """An app around a loaded model; the engine starts with the app and stops with it."""
     config = config.resolve_limits(loaded.max_position_embeddings)
-    engine = Engine(
-        loaded.model,
-        loaded.tokenizer,
-        loaded.eos_token_ids,
-        BatchLimits(
-            max_batch_prefill_tokens=config.max_batch_prefill_tokens,  # type: ignore[arg-type]
-            max_batch_total_tokens=config.max_batch_total_tokens,  # type: ignore[arg-type]
-            max_batch_size=config.max_batch_size,
-        ),
+    limits = BatchLimits(
+        max_batch_prefill_tokens=config.max_batch_prefill_tokens,  # type: ignore[arg-type]
+        max_batch_total_tokens=config.max_batch_total_tokens,  # type: ignore[arg-type]
+        max_batch_size=config.max_batch_size,
     )
+    engine = Engine(None, loaded.tokenizer, loaded.eos_token_ids, limits, runner=loaded.create_runner(limits, config.threads))
     name = config.served_model_name or loaded.name
     admission = Admission(config.max_concurrent_requests)
     metrics = Metrics(engine)
@@ -107,7 +96,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
         config=config,
         loaded=loaded,
         engine=engine,
-        validator=Validator(config, loaded.tokenizer, Grammars(loaded.tokenizer, _logits_width(loaded.model, loaded.tokenizer), sorted(loaded.eos_token_ids))),
+        validator=Validator(config, loaded.tokenizer, Grammars(loaded.tokenizer, loaded.logits_width or len(loaded.tokenizer), sorted(loaded.eos_token_ids))),
         metrics=metrics,
         facts=ModelFacts(name=name, fingerprint=_fingerprint(loaded)),
         admission=admission,
@@ -123,6 +112,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
             yield
         finally:
             engine.stop()
+            engine.runner.close()  # llama.cpp's KV cache is allocated up front: give it back with the app
             state.workers.shutdown()
 
     app = FastAPI(
@@ -145,15 +135,24 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
 
 def _fingerprint(loaded: LoadedModel) -> str:
     """``system_fingerprint``: what changes greedy outputs (version, device, dtype, weight format)."""
-    parts = [f"tgi-course-{__version__}", loaded.device.type, str(loaded.dtype).removeprefix("torch.")]
-    if loaded.quantize:
-        parts.append(loaded.quantize)
+    parts = [f"tgi-course-{__version__}", loaded.device.type]
+    if loaded.backend != "transformers":
+        parts.append(loaded.backend)
+    elif loaded.quantize:
+        parts.append(str(loaded.dtype).removeprefix("torch."))
+    parts.append(loaded.weight_format)
     return "-".join(parts)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
     config.check()
     loaded = load(
-        resolve(config.model_id), device=config.device, dtype=config.dtype, revision=config.revision, quantize=config.quantize
+        resolve(config.model_id),
+        device=config.device,
+        dtype=config.dtype,
+        revision=config.revision,
+        quantize=config.quantize,
+        backend=config.backend,
+        gguf_weights=config.gguf_weights,
     )
     return build_app(config, loaded)

@@ -41,3 +41,9 @@ class ModelRunner(ABC):
     def reset(self) -> None:
         """Forget every row (after a failed step, whose cache state cannot be trusted)."""
         self.drop(list(self.seq_ids))
+
+    def idle(self, seconds: float) -> None:
+        """Told by the loop, every few seconds while nothing runs, how long it has been idle (a runner may free memory)."""
+
+    def close(self) -> None:
+        """Free what the runner holds outside Python's heap (llama.cpp's context); the runner is unusable after."""
