@@ -26,6 +26,11 @@ DTYPE ?=
 ifneq ($(strip $(DTYPE)),)
 export DTYPE
 endif
+# The same for the runner: `make test BACKEND=transformers` (or llama.cpp); unset: auto (see README, The backend).
+BACKEND ?=
+ifneq ($(strip $(BACKEND)),)
+export BACKEND
+endif
 
 .PHONY: llama-cpp help setup browser course test serve download test-notebooks test-fast test-portability bench bench-peers clean-venv
 

@@ -32,6 +32,7 @@ import httpx
 
 from tgi_course.processes import free_port
 
+from . import servers, soak
 from .report import RESULTS
 from .soak import parse_metrics, proc_status
 from .stats import load_avgs, machine, percentile
@@ -95,7 +96,7 @@ async def run_mix(url: str, pid: int, long_words: int, chats: int, max_tokens: i
         "wall_s": wall,
         "aggregate_tok_s": tokens / wall,
         "short_ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-        "short_ttft_p99_s": percentile(ttfts, 99) if ttfts else None,
+        "short_ttft_p99_s": percentile(ttfts, 0.99) if ttfts else None,
         "short_latency_p50_s": statistics.median(r["latency"] for r in short),
         "long_ttft_s": long_result["ttft"],
         "long_latency_s": long_result["latency"],
@@ -118,28 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": args.source, "PORT": str(port)}
     env.update(item.split("=", 1) for item in args.env)
-    log_path = Path(args.out) / f"mixed-server-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tgi_course", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.source)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit(f"server did not start; see {log_path}")
-        asyncio.run(run_mix(url, process.pid, 50, 2, 4))  # warm-up: first steps build kernels
-        runs = [asyncio.run(run_mix(url, process.pid, args.long_words, args.chats, args.max_tokens)) for _ in range(args.repeat)]
+    command = [sys.executable, "-m", "tgi_course", "serve"]
+    log = Path(args.out) / "tmp" / "logs" / f"mixed-{port}.log"
+    with servers.child_server(command, f"{url}/health", log, env=env, timeout=180) as _:
+        pid = soak.pid_listening_on(port)
+        assert pid is not None, f"no process listens on {port}"
+        asyncio.run(run_mix(url, pid, 50, 2, 4))  # warm-up: first steps build kernels
+        runs = [asyncio.run(run_mix(url, pid, args.long_words, args.chats, args.max_tokens)) for _ in range(args.repeat)]
         info = httpx.get(f"{url}/info").json()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     git = subprocess.run(["git", "-C", args.source, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"source {args.source} ({git}), {info.get('model_id')}, {info.get('model_dtype')}, max_batch_total_tokens {info.get('max_batch_total_tokens')}")
     print(f"{'run':>3} {'wall s':>7} {'agg tok/s':>9} {'chat TTFT p50':>13} {'p99':>6} {'chat lat p50':>12} {'long lat':>8} {'rows':>4} {'peak RSS MiB':>12}")
@@ -151,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     record = {"created": f"{created:%Y-%m-%dT%H:%M:%SZ}", "source": args.source, "git": git, "env": args.env, "info": info,
               "machine": machine(), "load_avgs": load_avgs(), "runs": runs}  # fmt: skip
     path.write_text(json.dumps(record, indent=2) + "\n")
-    log_path.unlink(missing_ok=True)
     print(f"wrote {path}")
     return 0
 

@@ -16,6 +16,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS, ENGINE, LLAMA_SERVER, LLAMA_INPROC = "tgi-course", "engine", "llama-cpp-server", "llama-cpp"
 OURS_INT4 = "tgi-course-int4"  # the same server with QUANTIZE=int4
+LLAMA_CPP_SERVER, VLLM_CPU = "llama-server", "vllm-cpu"  # issue 13's peers
+ISSUE5_TARGETS = {ENGINE, LLAMA_SERVER, LLAMA_INPROC, OURS_INT4}
 
 
 def latest(folder: Path = RESULTS, pattern: str = "bench-*.json") -> Path:
@@ -88,10 +90,25 @@ class Ratio:
 
 
 def ratios(result: dict[str, Any]) -> list[Ratio]:
-    """Issue 5's targets, computed from one run's results."""
+    """Issue 13's targets, then issue 5's where the run has their targets, computed from one run's results."""
     f: Callable[[str, int, str], float | None] = lambda t, c, n: _field(result, t, c, n)  # noqa: E731
     ready = result.get("ready_seconds_warm_cache") or []
-    return [
+    issue13 = [
+        Ratio("one stream, ours vs llama-server", _ratio(f(OURS, 1, "per_stream_decode_tok_s"), f(LLAMA_CPP_SERVER, 1, "per_stream_decode_tok_s")), ">= 1.0", "x",
+              "decode tok/s of one stream, tgi-course@1 / llama-server@1"),
+        Ratio("aggregate at 16 streams, ours vs llama-server -np 16", _ratio(f(OURS, 16, "aggregate_tok_s"), f(LLAMA_CPP_SERVER, 16, "aggregate_tok_s")), ">= 1.5", "x",
+              "aggregate tok/s, tgi-course@16 / llama-server@16"),
+        Ratio("aggregate at 64 streams, ours vs llama-server -np 64", _ratio(f(OURS, 64, "aggregate_tok_s"), f(LLAMA_CPP_SERVER, 64, "aggregate_tok_s")), ">= 2", "x",
+              "aggregate tok/s, tgi-course@64 / llama-server@64"),
+        Ratio("aggregate at 16 streams, ours vs vLLM CPU", _ratio(f(OURS, 16, "aggregate_tok_s"), f(VLLM_CPU, 16, "aggregate_tok_s")), ">= 2", "x",
+              "aggregate tok/s, tgi-course@16 / vllm-cpu@16"),
+        Ratio("TTFT p50 at 16 streams, issue 13", f(OURS, 16, "ttft_p50_s"), "<= 0.5", "s", "tgi-course@16, 16 requests sent at once"),
+        Ratio("server ready, warm cache", statistics.median(ready) if ready else None, "<= 3", "s",
+              f"LocalServer().start() until /health answers 200, median of {len(ready)}"),
+    ]
+    if not ISSUE5_TARGETS.intersection(t["name"] for t in result.get("targets", [])):
+        return issue13
+    return issue13[:-1] + [
         Ratio("single-stream decode, our HTTP vs llama.cpp in-process", _ratio(f(OURS, 1, "per_stream_decode_tok_s"), f(LLAMA_INPROC, 1, "per_stream_decode_tok_s")), ">= 0.8", "x",
               "decode tok/s of one stream, tgi-course@1 / llama-cpp@1"),
         Ratio("aggregate at 16 streams, ours vs llama-cpp-python server", _ratio(f(OURS, 16, "aggregate_tok_s"), f(LLAMA_SERVER, 16, "aggregate_tok_s")), ">= 3", "x",

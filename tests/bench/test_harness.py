@@ -82,8 +82,9 @@ def test_ratios_read_one_run():
         ],
         "ready_seconds_warm_cache": [4.0, 2.0, 3.0],
     }
-    got = {r.name: (round(r.value, 3), r.met) for r in ratios(result)}
+    got = {r.name: (round(r.value, 3), r.met) for r in ratios(result) if r.value is not None}
     assert got == {
+        "TTFT p50 at 16 streams, issue 13": (1.0, False),
         "single-stream decode, our HTTP vs llama.cpp in-process": (0.5, False),
         "aggregate at 16 streams, ours vs llama-cpp-python server": (3.0, True),
         "HTTP+SSE vs in-process engine (single stream)": (round(60 / 62, 3), True),
@@ -91,6 +92,31 @@ def test_ratios_read_one_run():
         "server ready, warm cache": (3.0, True),
         "single-stream decode, our HTTP with QUANTIZE=int4 vs llama.cpp in-process": (0.75, False),
         "aggregate at 16 streams, ours with QUANTIZE=int4 vs llama-cpp-python server": (2.9, False),
+    }
+
+
+def test_issue_13_ratios_compare_with_llama_server_and_vllm():
+    from bench.report import ratios
+
+    def lv(c, agg, decode, ttft=0.3):
+        return {"concurrency": c, "completed": c, "aggregate_tok_s": agg, "per_stream_decode_tok_s": decode, "ttft_p50_s": ttft}
+
+    result = {
+        "targets": [
+            {"name": "tgi-course", "levels": [lv(1, 40, 45), lv(16, 200, 14), lv(64, 300, 5)]},
+            {"name": "llama-server", "levels": [lv(1, 80, 90), lv(16, 100, 7), lv(64, 150, 2.5)]},
+            {"name": "vllm-cpu", "levels": [lv(16, 90, 6)]},
+        ],
+        "ready_seconds_warm_cache": [2.0, 2.5, 3.5, 4.0],
+    }
+    got = {r.name: (round(r.value, 3), r.met) for r in ratios(result)}
+    assert got == {
+        "one stream, ours vs llama-server": (0.5, False),
+        "aggregate at 16 streams, ours vs llama-server -np 16": (2.0, True),
+        "aggregate at 64 streams, ours vs llama-server -np 64": (2.0, True),
+        "aggregate at 16 streams, ours vs vLLM CPU": (2.222, True),
+        "TTFT p50 at 16 streams, issue 13": (0.3, True),
+        "server ready, warm cache": (3.0, True),
     }
 
 

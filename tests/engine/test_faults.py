@@ -25,6 +25,7 @@ class FaultyRunner(ModelRunner):
     def __init__(self, inner: ModelRunner) -> None:
         self.inner = inner
         self.cost = inner.cost
+        self.max_rows = inner.max_rows
         self.fail_decodes = 0  # the next N decode steps raise
         self.fail_prefills = 0
         self.nan_for: set[int] = set()  # sequence ids whose logits become NaN

@@ -12,6 +12,7 @@ so each sequence gets exactly one :class:`FinishEvent` or :class:`ErrorEvent` an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import random
@@ -131,6 +132,8 @@ class Engine:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_token_ids or {0})
             runner = TransformersRunner(model, pad)
         self.runner = runner
+        if runner.max_rows is not None and runner.max_rows < self.limits.max_batch_size:
+            self.limits = dataclasses.replace(self.limits, max_batch_size=runner.max_rows)
         self._scheduler = Scheduler(self.limits, runner.cost)
         self._tracked: dict[int, _Sequence] = {}
         self._ids = itertools.count()

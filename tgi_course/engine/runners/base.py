@@ -20,6 +20,8 @@ class ModelRunner(ABC):
 
     #: How this runner's cache fills up, for the scheduler's admission budgets.
     cost: CostModel
+    #: Most rows it decodes together, when that is below MAX_BATCH_SIZE (the engine admits no more); None: no cap.
+    max_rows: int | None = None
 
     @property
     @abstractmethod
