@@ -199,6 +199,9 @@ class LlamaCppRunner(ModelRunner):
             raise RuntimeError(f"llama.cpp could not make a context of {self.kv_tokens} KV cells for {self.max_rows} rows")
         self.ctx = ctx
         self.memory = lib.llama_get_memory(ctx)
+        # llama.cpp caps n_batch at n_ctx, and a llama_decode over n_batch tokens aborts the process (a
+        # GGML_ASSERT, not an error code): chunks follow what the context really took.
+        self.capacity = min(self.capacity, int(lib.llama_n_batch(ctx)))
         self.batch = lib.llama_batch_init(self.capacity, 0, 1)
 
     def idle(self, seconds: float) -> None:
