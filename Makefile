@@ -12,6 +12,10 @@ DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
 PORT ?= 3000
+# The llama.cpp backend's build (see its rule below); defined before `setup` names it as a prerequisite.
+LLAMA_CPP_PIN := llama-cpp-python==0.3.36
+LLAMA_CPP_STAMP := $(VENV)/.llama-cpp-$(subst ==,-,$(LLAMA_CPP_PIN))
+LLAMA_CPP_JOBS ?= $(shell nproc 2> /dev/null || echo 2)
 
 # Quiet, reproducible, offline test runs: progress bars would land in nbval's stderr comparison, and
 # nothing may reach for the Hub. `make course` keeps the learner's environment (a real Inference
@@ -75,9 +79,6 @@ $(STAMP): pyproject.toml constraints.txt
 # kernels of this machine's CPU. Without a C/C++ compiler, or if the build fails, set-up goes on and BACKEND=auto
 # serves with the transformers runner, saying why at start. The stamp is written either way, so a failed build
 # is not retried on every `make`; `rm $(LLAMA_CPP_STAMP)` (or `make llama-cpp`) tries again.
-LLAMA_CPP_PIN := llama-cpp-python==0.3.36
-LLAMA_CPP_STAMP := $(VENV)/.llama-cpp-$(subst ==,-,$(LLAMA_CPP_PIN))
-LLAMA_CPP_JOBS ?= $(shell nproc 2> /dev/null || echo 2)
 $(LLAMA_CPP_STAMP): $(STAMP)
 	if command -v cc > /dev/null && command -v c++ > /dev/null; then \
 		echo "building $(LLAMA_CPP_PIN) (llama.cpp from source: about 10 minutes on 2 cores, seconds when pip has it cached) ..."; \
