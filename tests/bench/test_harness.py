@@ -48,7 +48,7 @@ def test_tiny_workload_against_a_local_server_writes_results_and_plots(tmp_path)
         assert lv["tokens"] == 4 * concurrency and lv["token_source"] == "usage"
         assert lv["aggregate_tok_s"] > 0 and 0 < lv["ttft_p50_s"] <= lv["ttft_p95_s"]
         assert lv["itl_p50_ms"] is not None
-    assert {r["name"] for r in result["ratios"]} >= {"TTFT p50 at 16 streams", "server ready, warm cache"}
+    assert {r["name"] for r in result["ratios"]} >= {"TTFT p50 at 16 streams, issue 13", "server ready, warm cache"}
     assert "| url | 2 |" in done.stdout  # the table a person reads
     assert {p.name for p in tmp_path.glob("*.png")} == {f"{path.stem}-throughput.png", f"{path.stem}-ttft.png"}
 
