@@ -286,6 +286,8 @@ class LlamaCppRunner(ModelRunner):
     # -- one llama_decode ------------------------------------------------------------------------
     def _run(self, tokens: Sequence[tuple[int, int, int, bool]]) -> torch.Tensor:
         """Decode ``(slot, token, position, wants_logits)`` entries as one batch; logits of the wanted ones."""
+        if len(tokens) > self.capacity:  # the batch's arrays hold capacity entries: never write past them
+            raise RuntimeError(f"{len(tokens)} tokens in one llama_decode, but the context takes at most {self.capacity}")
         batch = self.batch
         outputs = 0
         for i, (slot, token, position, wanted) in enumerate(tokens):
