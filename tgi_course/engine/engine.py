@@ -129,8 +129,7 @@ class Engine:
         self._special = frozenset(tokenizer.all_special_ids)
         self.limits = limits or BatchLimits()
         if runner is None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_token_ids or {0})
-            runner = TransformersRunner(model, pad)
+            runner = TransformersRunner.for_model(model, tokenizer, eos_token_ids)
         self.runner = runner
         if runner.max_rows is not None and runner.max_rows < self.limits.max_batch_size:
             self.limits = dataclasses.replace(self.limits, max_batch_size=runner.max_rows)

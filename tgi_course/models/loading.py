@@ -82,8 +82,7 @@ class LoadedModel:
             )
         from ..engine.runners import TransformersRunner
 
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_token_ids or {0})
-        return TransformersRunner(self.model, pad)
+        return TransformersRunner.for_model(self.model, self.tokenizer, self.eos_token_ids)
 
 
 def choose_device(requested: str = "auto") -> torch.device:

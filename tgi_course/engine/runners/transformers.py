@@ -148,6 +148,12 @@ class TransformersRunner(ModelRunner):
         self.batch = PaddedBatch(model, pad_token_id)
         self._ids: list[int] = []
 
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any, eos_token_ids: Collection[int]) -> TransformersRunner:
+        """Pads with the tokenizer's pad token, else the smallest end-of-sequence id (padding is masked anyway)."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_token_ids or {0})
+        return cls(model, pad)
+
     @property
     def seq_ids(self) -> list[int]:
         return list(self._ids)
