@@ -3,7 +3,8 @@
 - :mod:`.scheduler`: what runs next (admission by token budgets), pure policy;
 - :mod:`.runners`: how the model runs a step (transformers today), behind :class:`ModelRunner`;
 - :mod:`.output`: what the tokens mean to a client (text, stop sequences, finish reasons);
-- :mod:`.engine`: the loop thread and the bridges, tracking every request to its final event.
+- :mod:`.engine`: the loop thread and the bridges, tracking every request to its final event;
+- :mod:`.steps`: the record of the steps the loop ran (which requests, when).
 """
 
 from .chat import TemplateError, encode, render_chat
@@ -11,6 +12,7 @@ from .engine import Engine, EngineClosed, EngineStats, Handle
 from .params import ErrorEvent, Event, FinishEvent, GenerationRequest, SamplingParams, TokenEvent, TopLogprob
 from .runners import ModelRunner, TransformersRunner
 from .scheduler import BatchLimits, Scheduler
+from .steps import StepLog, StepRecord, StepWindow
 
 __all__ = [
     "BatchLimits",
@@ -25,6 +27,9 @@ __all__ = [
     "ModelRunner",
     "SamplingParams",
     "Scheduler",
+    "StepLog",
+    "StepRecord",
+    "StepWindow",
     "TemplateError",
     "TokenEvent",
     "TopLogprob",

@@ -31,6 +31,7 @@ from .params import ErrorEvent, ErrorKind, Event, FinishEvent, FinishReason, Gen
 from .runners import ModelRunner, TransformersRunner
 from .sampling import RowFailure, RowState, choose_next_tokens
 from .scheduler import BatchLimits, Scheduler
+from .steps import StepLog
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class EngineStats:
     failed_steps: int = 0
     failed_rows: int = 0
     consecutive_failed_steps: int = 0
-    # (step number, request ids in that step) for the last steps: proof that requests share steps.
+    # (decode step number, request ids in that step) for the last decode steps: proof that requests share
+    # steps. Engine.step_log has every step, prefills too, with times.
     recent_steps: deque = field(default_factory=lambda: deque(maxlen=4096))
 
 
@@ -143,6 +145,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._heap = HeapTrimmer()
         self.stats = EngineStats()
+        self.step_log = StepLog()  # every prefill and decode step, with its requests and times (GET /engine/steps)
         self.step_observers: list[Callable[[int, float], None]] = []  # (batch size, seconds) per decode step
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -367,6 +370,7 @@ class Engine:
         now = time.perf_counter()
         for seq in admitted:
             seq.started_at = now
+        started = time.monotonic()
         try:
             logits = self.runner.prefill([s.seq_id for s in admitted], [s.request.prompt_ids for s in admitted])
         except Exception as exc:
@@ -374,12 +378,15 @@ class Engine:
             return
         self._step_succeeded()
         self.stats.prefills += 1
+        # Recorded before any token is sent, so a client that has its tokens finds their steps in the record.
+        self.step_log.append("prefill", started, time.monotonic(), tuple(s.request.request_id for s in admitted))
         self._accept(admitted, logits)
 
     def _decode(self) -> None:
         started = time.perf_counter()
         with self._wake:
             rows = [self._tracked[i] for i in self.runner.seq_ids if i in self._tracked]
+        began = time.monotonic()
         try:
             logits = self.runner.decode({s.seq_id: s.state.generated[-1] for s in rows})
         except Exception as exc:
@@ -388,7 +395,9 @@ class Engine:
             return
         self._step_succeeded()
         self.stats.steps += 1
-        self.stats.recent_steps.append((self.stats.steps, tuple(s.request.request_id for s in rows)))
+        request_ids = tuple(s.request.request_id for s in rows)
+        self.stats.recent_steps.append((self.stats.steps, request_ids))
+        self.step_log.append("decode", began, time.monotonic(), request_ids)  # before the tokens go out, as in _prefill
         self._accept(rows, logits)
         elapsed = time.perf_counter() - started
         for observer in self.step_observers:

@@ -20,7 +20,7 @@ from ..engine.constraints import Grammars
 from ..models import LoadedModel, load, resolve
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .routes import chat, completions, generate, meta, sagemaker
+from .routes import chat, completions, course, generate, meta, sagemaker
 from .serving import ModelFacts
 from .admission import Admission, ValidationWorkers
 from .state import AppState
@@ -123,7 +123,7 @@ def build_app(config: ServerConfig, loaded: LoadedModel) -> FastAPI:
     )
     app.state.tgi = state
     install_error_handlers(app)
-    for module in (chat, completions, generate, sagemaker, meta):
+    for module in (chat, completions, generate, sagemaker, meta, course):
         app.include_router(module.router)
     if config.cors_allow_origin:
         app.add_middleware(

@@ -42,9 +42,27 @@ def completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def requests_for(prepared: list[Prepared]) -> list[GenerationRequest]:
-    """One engine request per choice of every prompt, in the order the responses number them."""
-    return [GenerationRequest(p.prompt_ids, params) for p in prepared for params in p.choices]
+def request_id_for(response_id: str, choice: int, choices: int) -> str:
+    """The engine's id for one choice of a response: the response's own ``id`` (what the client sees), with
+    ``#<choice index>`` after it when the response has several choices. The step record (GET /engine/steps)
+    lists these ids, so a client can find its own requests in it."""
+    return response_id if choices == 1 else f"{response_id}#{choice}"
+
+
+def requests_for(prepared: list[Prepared], response_id: str | None = None) -> list[GenerationRequest]:
+    """One engine request per choice of every prompt, in the order the responses number them.
+
+    With ``response_id`` the requests are named after the response (:func:`request_id_for`); without one
+    (TGI's generate routes, whose responses carry no id) the engine numbers them itself.
+    """
+    params = [params for p in prepared for params in p.choices]
+    prompts = [p.prompt_ids for p in prepared for _ in p.choices]
+    if response_id is None:
+        return [GenerationRequest(ids, choice) for ids, choice in zip(prompts, params)]
+    return [
+        GenerationRequest(ids, choice, request_id=request_id_for(response_id, index, len(params)))
+        for index, (ids, choice) in enumerate(zip(prompts, params))
+    ]
 
 
 def sequences_of(prepared: list[Prepared]) -> int:
@@ -96,7 +114,7 @@ def _logprob_entry(event: TokenEvent) -> oa.TokenLogprobOut:
     )
 
 
-def chat_completion(facts: ModelFacts, prepared: Prepared, results: list[ChoiceResult]) -> oa.ChatCompletion:
+def chat_completion(facts: ModelFacts, prepared: Prepared, results: list[ChoiceResult], response_id: str) -> oa.ChatCompletion:
     choices = []
     for index, result in enumerate(results):
         assert result.finish is not None
@@ -112,7 +130,7 @@ def chat_completion(facts: ModelFacts, prepared: Prepared, results: list[ChoiceR
         choices.append(oa.ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish_reason))
     completion_tokens = sum(r.finish.generated_tokens for r in results if r.finish)
     return oa.ChatCompletion(
-        id=completion_id("chatcmpl"),
+        id=response_id,
         created=int(time.time()),
         model=facts.name,
         system_fingerprint=facts.fingerprint,
@@ -130,10 +148,10 @@ def _sse(payload: Any) -> str:
 
 
 async def stream_chat(
-    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: Prepared, include_usage: bool
+    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: Prepared, include_usage: bool, response_id: str
 ) -> AsyncIterator[str]:
     """SSE data strings of a streamed chat completion, OpenAI's shape, ending with ``[DONE]``."""
-    chunk_id, created = completion_id("chatcmpl"), int(time.time())
+    chunk_id, created = response_id, int(time.time())
 
     def chunk(choices: list[oa.ChunkChoice], usage: oa.Usage | None = None) -> str:
         body = oa.ChatCompletionChunk(
@@ -209,7 +227,7 @@ def _completion_logprobs(tokens: list[TokenEvent], start_offset: int) -> oa.Comp
     )
 
 
-def completion(facts: ModelFacts, prepared: list[Prepared], results: list[ChoiceResult], echo: bool) -> oa.Completion:
+def completion(facts: ModelFacts, prepared: list[Prepared], results: list[ChoiceResult], echo: bool, response_id: str) -> oa.Completion:
     choices, cursor, prompt_tokens = [], 0, 0
     for p in prepared:
         prompt_tokens += len(p.prompt_ids)
@@ -228,7 +246,7 @@ def completion(facts: ModelFacts, prepared: list[Prepared], results: list[Choice
             cursor += 1
     completion_tokens = sum(r.finish.generated_tokens for r in results if r.finish)
     return oa.Completion(
-        id=completion_id("cmpl"),
+        id=response_id,
         created=int(time.time()),
         model=facts.name,
         system_fingerprint=facts.fingerprint,
@@ -238,9 +256,9 @@ def completion(facts: ModelFacts, prepared: list[Prepared], results: list[Choice
 
 
 async def stream_completion(
-    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: list[Prepared], echo: bool, include_usage: bool
+    events: EventStream, metrics: Metrics, facts: ModelFacts, prepared: list[Prepared], echo: bool, include_usage: bool, response_id: str
 ) -> AsyncIterator[str]:
-    chunk_id, created = completion_id("cmpl"), int(time.time())
+    chunk_id, created = response_id, int(time.time())
     flat = [(p, params) for p in prepared for params in p.choices]
 
     def chunk(index: int, text: str, finish: str | None, logprobs: oa.CompletionLogprobs | None = None) -> str:
