@@ -38,7 +38,10 @@ SECTION = {
     "learning goals": re.compile(r"^##\s+(Learning goals|What you will learn)\s*$", re.M | re.I),
     "recap": re.compile(r"^##\s+Recap\s*$", re.M | re.I),
     "exercise": re.compile(r"^##\s+Exercise\s*$", re.M | re.I),
+    "self-check": re.compile(r"\A\s*##\s+Self-check\s*$", re.M | re.I),
 }
+# A numbered question of a self-check ("1. ..."), counted before its <details>.
+QUESTION = re.compile(r"^\s*\d+\.\s+\S", re.M)
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -96,6 +99,25 @@ def test_closes_with_recap_and_exercise_with_hidden_solution(path: Path) -> None
     assert not stray, f"{path.name}: only solutions may follow the exercise, found {stray}"
     for cell in solution_cells:
         assert cell.metadata.get("jupyter", {}).get("source_hidden"), f"{path.name}: solution cells start collapsed"
+    # After the exercise and its solutions, only the self-check (markdown) may follow.
+    trailing = [cell for cell in after[1:] if cell.cell_type == "markdown" and not SECTION["self-check"].search(cell.source)]
+    assert not trailing, f"{path.name}: after the exercise only its solutions and the self-check, found {[c.source.splitlines()[0] for c in trailing]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_ends_with_a_self_check(path: Path) -> None:
+    """Two or three short questions on the lesson, their answers collapsed in <details> (see notebook 09)."""
+    cells = _read(path).cells
+    last = cells[-1]
+    assert last.cell_type == "markdown" and SECTION["self-check"].search(last.source), (
+        f"{path.name}: the last cell should be a markdown cell starting with '## Self-check'"
+    )
+    assert _index_of(cells, SECTION["exercise"]) < len(cells) - 1, f"{path.name}: the self-check comes after the exercise"
+    details = last.source.find("<details>")
+    assert details > 0 and "</details>" in last.source[details:], f"{path.name}: the self-check's answers go in <details>...</details>"
+    assert "<summary>" in last.source[details:], f"{path.name}: the <details> block needs a <summary> (e.g. Answers)"
+    questions = QUESTION.findall(last.source[:details])
+    assert 2 <= len(questions) <= 3, f"{path.name}: a self-check asks two or three questions, found {len(questions)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
