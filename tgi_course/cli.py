@@ -138,7 +138,15 @@ def lab(args: argparse.Namespace) -> int:
     server = None
     if not env.get(URL_ENV):
         print(f"Starting the local Messages API server on port {args.port} ...", flush=True)
-        server = LocalServer(port=args.port, **lab_server_settings(env)).start()
+        # Notebook 03's chat page is served from a port of its own (another origin, on purpose): the shared server
+        # must allow that origin, so the port is chosen here and handed to the notebook's kernel.
+        from .course.chat_page import PORT_ENV as CHAT_PAGE_PORT_ENV
+        from .processes import free_port
+
+        page_port = free_port()
+        env[CHAT_PAGE_PORT_ENV] = str(page_port)
+        page_origin = (f"http://127.0.0.1:{page_port}",)
+        server = LocalServer(port=args.port, **lab_server_settings(env), cors_allow_origin=page_origin).start()
         env[URL_ENV], env[API_KEY_ENV] = server.url, server.api_key
         print(f"Server ready at {server.url} (OpenAI base_url {server.base_url}); its log: {server.log_path}", flush=True)
     try:
