@@ -36,7 +36,7 @@ ifneq ($(strip $(BACKEND)),)
 export BACKEND
 endif
 
-.PHONY: llama-cpp help setup browser course test serve download test-notebooks test-fast test-portability bench bench-peers clean-venv
+.PHONY: llama-cpp help setup browser course test serve download test-notebooks test-browser test-fast test-portability bench bench-peers clean-venv
 
 help:
 	@echo "make course   set up, then open the course in JupyterLab with a local server"
@@ -126,6 +126,14 @@ test: setup browser
 NOTEBOOKS ?= notebooks
 test-notebooks: setup
 	$(QUIET_OFFLINE) $(PY) -m pytest $(NOTEBOOKS) --nbval --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg -p no:cacheprovider
+
+# The whole course as a learner meets it: every notebook, in order, opened in `make course`'s JupyterLab in
+# headless chromium, run from the Run menu, its kernel shut down before the next; fails on an error or stderr
+# output, a cell that did not run, or a process a notebook left running. `make test` skips it (nbval already
+# checks every cell there); CI runs it after `make test`. One notebook: BROWSER_ARGS="-k 05_".
+BROWSER_ARGS ?=
+test-browser: setup browser
+	$(QUIET_OFFLINE) $(PY) -m pytest tests/notebooks/test_course_in_browser.py -m browser_course -v -p no:cacheprovider $(BROWSER_ARGS)
 
 test-fast: setup
 	$(QUIET_OFFLINE) $(PY) -m pytest tests -m "not slow"
