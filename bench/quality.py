@@ -8,7 +8,9 @@ can differ from the dense path's on the same weights. This measures what that co
 ``data/manifest.json`` is asked the way notebook 05 asks it (the corpus chunked as there, the 3 nearest
 chunks by the packaged all-MiniLM-L6-v2 embeddings, context in the system message, the bare question as
 the user turn), 48 new tokens greedy, and counts an answer correct when it contains the fact's answer
-(case and spacing ignored). Retrieval is done once, so every variant sees the same prompts; a variant is
+(case and spacing ignored), and strictly correct when it also names no name or number that the chunks and
+the question lack (``tgi_course.course.rag_eval.score``, the rules notebook 05 explains). Retrieval is done
+once, so every variant sees the same prompts; a variant is
 ``backend:weights``: ``transformers:float32``, ``transformers:bfloat16``, ``llama.cpp:Q4_1`` (the GGUF as
 shipped) or ``llama.cpp:F16`` (the same weights de-quantized, see ``GGUF_WEIGHTS``). Prints accuracy and
 decode speed per variant and writes bench/results/quality-<UTC time>.json. Nothing is asserted.
@@ -20,7 +22,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -32,40 +33,22 @@ from .stats import load_avgs, machine
 DEFAULT_VARIANTS = ("transformers:float32", "transformers:bfloat16", "llama.cpp:Q4_1", "llama.cpp:F16")
 
 
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s.%-]", " ", text.lower())).strip()
-
-
 def retrieve_prompts() -> list[dict[str, Any]]:
-    """Each fact with the messages the course's RAG chain would send for it."""
-    from langchain_chroma import Chroma
-    from langchain_core.documents import Document
+    """Each fact with the messages the course's RAG chain would send for it, and the context they carry."""
+    from tgi_course.course import rag, rag_eval
+    from tgi_course.course.corpus import facts
 
-    from tgi_course.course import rag
-    from tgi_course.course.corpus import data_dir, facts, load_manifest
-
-    pages = []
-    for doc in load_manifest()["documents"]:
-        html = (data_dir() / doc["file"]).read_text(encoding="utf-8")
-        from bs4 import BeautifulSoup  # WebBaseLoader's own parser: the same page text the notebook gets
-
-        text = BeautifulSoup(html, "html.parser").get_text()
-        pages.append(Document(page_content=text, metadata={"source": doc["file"], "title": doc["title"]}))
-    chunks = rag.split_documents(pages)
-    store = Chroma.from_documents(chunks, rag.embeddings(), collection_name=f"quality-{time.time_ns()}")
-    retriever = store.as_retriever(search_kwargs={"k": rag.TOP_K})
-    prompt = rag.rag_prompt()
+    store = rag_eval.corpus_store(collection_name=f"quality-{time.time_ns()}")
     out = []
-    for fact in facts():
-        context = rag.format_docs(retriever.invoke(fact.question))
-        messages = prompt.format_messages(context=context, question=fact.question)
-        role = {"system": "system", "human": "user"}
-        out.append({"question": fact.question, "answer": fact.answer, "file": fact.file,
-                    "messages": [{"role": role[m.type], "content": m.content} for m in messages]})  # fmt: skip
+    for item in rag_eval.retrieve(store, facts(), max_k=rag.TOP_K):
+        context = item.context(rag.TOP_K)
+        out.append({"question": item.fact.question, "answer": item.fact.answer, "file": item.fact.file, "context": context,
+                    "messages": rag_eval.SYSTEM_CONTEXT.messages(context, item.fact.question)})  # fmt: skip
     return out
 
 
 def run_variant(variant: str, prompts: list[dict[str, Any]], max_new_tokens: int) -> dict[str, Any]:
+    from tgi_course.course import rag_eval
     from tgi_course.engine import BatchLimits, Engine, GenerationRequest, SamplingParams, encode, render_chat
     from tgi_course.models import load, resolve
 
@@ -99,12 +82,14 @@ def run_variant(variant: str, prompts: list[dict[str, Any]], max_new_tokens: int
         engine.stop()
         runner.close()
     seconds = time.perf_counter() - started
-    answers = [{"question": p["question"], "expected": p["answer"], "answer": t, "correct": normalise(p["answer"]) in normalise(t)}
-               for p, t in zip(prompts, texts)]  # fmt: skip
+    scores = [rag_eval.score(p["answer"], t, p["context"], p["question"]) for p, t in zip(prompts, texts)]
+    answers = [{"question": p["question"], "expected": p["answer"], "answer": t, "correct": s.substring, "strict": s.strict}
+               for p, t, s in zip(prompts, texts, scores)]  # fmt: skip
     correct = sum(a["correct"] for a in answers)
-    return {"variant": variant, "weights": loaded.weight_format, "correct": correct, "total": len(answers),
-            "accuracy": correct / len(answers), "load_s": load_s, "generate_s": seconds,
-            "tok_s": generated / seconds, "answers": answers}  # fmt: skip
+    strict = sum(a["strict"] for a in answers)
+    return {"variant": variant, "weights": loaded.weight_format, "correct": correct, "strict": strict, "total": len(answers),
+            "accuracy": correct / len(answers), "strict_accuracy": strict / len(answers), "load_s": load_s,
+            "generate_s": seconds, "tok_s": generated / seconds, "answers": answers}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a variant that cannot run here (llama.cpp not built) is reported, not fatal
             results.append({"variant": variant, "error": f"{exc.__class__.__name__}: {exc}"})
     print(f"{len(prompts)} facts, RAG prompt of notebook 05, greedy, {args.max_new_tokens} new tokens")
-    print(f"{'variant':<24} {'weights':>8} {'correct':>8} {'accuracy':>9} {'tok/s':>7}")
+    print(f"{'variant':<24} {'weights':>8} {'correct':>8} {'accuracy':>9} {'strict':>8} {'tok/s':>7}")
     for r in results:
         if "error" in r:
             print(f"{r['variant']:<24} {r['error']}")
             continue
-        print(f"{r['variant']:<24} {r['weights']:>8} {r['correct']:>4}/{r['total']:<3} {r['accuracy']:>9.1%} {r['tok_s']:>7.1f}")
+        print(f"{r['variant']:<24} {r['weights']:>8} {r['correct']:>4}/{r['total']:<3} {r['accuracy']:>9.1%} "
+              f"{r['strict']:>4}/{r['total']:<3} {r['tok_s']:>7.1f}")  # fmt: skip
     created = dt.datetime.now(dt.timezone.utc)
     path = Path(args.out) / f"quality-{created:%Y%m%dT%H%M%SZ}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
