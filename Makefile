@@ -129,7 +129,7 @@ test-notebooks: setup
 
 # The whole course as a learner meets it: every notebook, in order, opened in `make course`'s JupyterLab in
 # headless chromium, run from the Run menu, its kernel shut down before the next; fails on an error or stderr
-# output, a cell that did not run, or a process a notebook left running. `make test` skips it (nbval already
+# output, a cell that did not run, or a process a notebook left running. `make test` deselects it (nbval already
 # checks every cell there); CI runs it after `make test`. One notebook: BROWSER_ARGS="-k 05_".
 BROWSER_ARGS ?=
 test-browser: setup browser

@@ -1,8 +1,7 @@
 """The ``browser_course`` marker: tests that run only when asked for (``-m browser_course``, as ``make test-browser`` does).
 
 The whole course in a browser takes minutes and repeats what nbval already checks cell by cell, so ``make
-test`` (which collects every file under tests/) skips it and says how to run it; CI runs it as a step of
-its own.
+test`` (which collects every file under tests/) deselects it; CI runs it as a step of its own (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -19,12 +18,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Deselected, not skipped: they are not left undone, they run as a step of their own (make test-browser, which
+    # .ci/run calls after make test), and pytest's summary then says "deselected" rather than "skipped".
     if BROWSER_COURSE in (config.option.markexpr or ""):
         return
-    skip = pytest.mark.skip(reason=f"the whole course in a browser runs with `-m {BROWSER_COURSE}`: make test-browser")
-    for item in items:
-        if item.get_closest_marker(BROWSER_COURSE):
-            item.add_marker(skip)
+    browser_course = [item for item in items if item.get_closest_marker(BROWSER_COURSE)]
+    if browser_course:
+        config.hook.pytest_deselected(items=browser_course)
+        items[:] = [item for item in items if not item.get_closest_marker(BROWSER_COURSE)]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

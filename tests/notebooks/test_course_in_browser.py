@@ -8,7 +8,7 @@ that every code cell ran and none shows an error or stderr output, so notebooks 
 
 One test per notebook, sharing one ``make course`` (module-scoped): a failing notebook is reported on its own
 with the cell and the error, the others still run, the summary at the end has each notebook's time, and
-``make test-browser BROWSER_ARGS="-k 05_"`` reruns one. ``make test`` skips these (see conftest.py).
+``make test-browser BROWSER_ARGS="-k 05_"`` reruns one. ``make test`` deselects these (see conftest.py).
 """
 
 from __future__ import annotations
