@@ -122,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "tgi_course", "serve"]
     log = Path(args.out) / "tmp" / "logs" / f"mixed-{port}.log"
-    with servers.child_server(command, f"{url}/health", log, env=env, timeout=180) as _:
+    # In the source's folder: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # started from this checkout it would serve this checkout's tgi_course whatever --source says.
+    with servers.child_server(command, f"{url}/health", log, env=env, timeout=180, cwd=args.source) as _:
         pid = soak.pid_listening_on(port)
+        served = Path(os.readlink(f"/proc/{pid}/cwd")).resolve() if pid else None
+        assert served == Path(args.source).resolve(), f"the server runs in {served}, not in --source {args.source}"
         assert pid is not None, f"no process listens on {port}"
         asyncio.run(run_mix(url, pid, 50, 2, 4))  # warm-up: first steps build kernels
         runs = [asyncio.run(run_mix(url, pid, args.long_words, args.chats, args.max_tokens)) for _ in range(args.repeat)]

@@ -83,14 +83,16 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 @contextmanager
-def child_server(command: Sequence[str], ready_url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 600.0) -> Iterator[float]:
-    """Run ``command`` until the block ends; yields seconds from spawn to the first 200 on ``ready_url``."""
+def child_server(
+    command: Sequence[str], ready_url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 600.0, cwd: str | None = None
+) -> Iterator[float]:
+    """Run ``command`` (in ``cwd``, default ours) until the block ends; yields seconds from spawn to the first 200 on ``ready_url``."""
     from tgi_course.processes import launch_command
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
         started = time.perf_counter()
-        process = subprocess.Popen(launch_command(list(command)), env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(launch_command(list(command)), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
     try:
         _wait_ready(process, ready_url, log, timeout)
         yield time.perf_counter() - started
