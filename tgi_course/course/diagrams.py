@@ -92,8 +92,16 @@ def request_path() -> Figure:
     return fig
 
 
+def rag_pipeline() -> Figure:
+    """Notebook 05's RAG pipeline (drawn in :mod:`tgi_course.course.rag_diagram`)."""
+    from .rag_diagram import figure
+
+    return figure()
+
+
 DIAGRAMS: dict[str, Callable[[], Figure]] = {
     "request_path.svg": request_path,
+    "rag_pipeline.svg": rag_pipeline,
 }
 
 

@@ -4,25 +4,19 @@ Two rows. Indexing runs once, when the documents change: pages, split, embed, st
 question: embed the question with the same model, take the nearest chunks from the store, put them in the
 prompt with the question, generate, and return the answer with the chunks' sources.
 
-    .venv/bin/python -m tgi_course.course.rag_diagram        # rewrites the committed SVG
-
-The SVG is byte-for-byte reproducible with the pinned matplotlib: text stays text (``svg.fonttype = none``),
-element ids come from a fixed salt, and the metadata carries no date.
+It is one of the course's diagrams (:data:`tgi_course.course.diagrams.DIAGRAMS`), so it is written, kept
+reproducible and tested with them: ``python -m tgi_course.course.diagrams`` rewrites the committed SVG.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["DEFAULT_PATH", "draw", "figure", "save"]
-
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "notebooks" / "images" / "rag_pipeline.svg"
+__all__ = ["draw", "figure"]
 
 _INDEX, _ANSWER, _STORE = "#dbe9f6", "#fde6cf", "#d9f0d3"  # light blue, light orange, light green
 _EDGE = "#4d4d4d"
@@ -106,18 +100,3 @@ def figure() -> Figure:
     draw(fig.add_axes((0, 0, 1, 1)))
     return fig
 
-
-def save(path: str | Path = DEFAULT_PATH) -> Path:
-    """Write the diagram as SVG to ``path`` (the committed file by default) and return the path."""
-    import matplotlib
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"svg.hashsalt": "tgi-course", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
-    with matplotlib.rc_context(settings):
-        figure().savefig(path, format="svg", metadata={"Date": None, "Creator": "tgi_course.course.rag_diagram"})
-    return path
-
-
-if __name__ == "__main__":
-    print(save(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PATH))
