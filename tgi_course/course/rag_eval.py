@@ -219,7 +219,7 @@ def unsupported_terms(answer: str, context: str, question: str = "", truncated: 
 
 def strict_match(expected: str, answer: str, context: str, question: str = "", truncated: bool = False) -> bool:
     """The expected answer as whole words, and no name or number that the context and question lack."""
-    return _whole_words(expected, answer) and not unsupported_terms(answer, context, question, truncated)
+    return score(expected, answer, context, question, truncated).strict
 
 
 @dataclass(frozen=True)
@@ -354,11 +354,16 @@ def disagreements(run: Run) -> list[Answer]:
     return [a for a in run.answers if a.score.substring != a.score.strict]
 
 
-def table(retrieved: Sequence[Retrieved], runs: Sequence[Run]) -> str:
-    """One row per ``k``: retrieval hit rates, then substring and strict accuracy per prompt shape."""
+def _grid(runs: Sequence[Run]) -> tuple[list[str], list[int], dict[tuple[str, int], Run]]:
+    """The shape names and values of k in the order the runs have them, and each run by (shape name, k)."""
     shapes = list(dict.fromkeys(run.shape.name for run in runs))
     ks = list(dict.fromkeys(run.k for run in runs))
-    by = {(run.shape.name, run.k): run for run in runs}
+    return shapes, ks, {(run.shape.name, run.k): run for run in runs}
+
+
+def table(retrieved: Sequence[Retrieved], runs: Sequence[Run]) -> str:
+    """One row per ``k``: retrieval hit rates, then substring and strict accuracy per prompt shape."""
+    shapes, ks, by = _grid(runs)
     n = len(retrieved)
     head = f"{'k':>2}  {'page in top k':>13}  {'fact in top k':>13}"
     for name in shapes:
@@ -379,9 +384,7 @@ def table(retrieved: Sequence[Retrieved], runs: Sequence[Run]) -> str:
 
 def plot(retrieved: Sequence[Retrieved], runs: Sequence[Run], ax: Axes) -> Axes:
     """Grouped bars on ``ax``, one group per ``k``: the fact retrieved, then each shape's substring and strict accuracy."""
-    ks = list(dict.fromkeys(run.k for run in runs))
-    shapes = list(dict.fromkeys(run.shape.name for run in runs))
-    by = {(run.shape.name, run.k): run for run in runs}
+    shapes, ks, by = _grid(runs)
     series: list[tuple[str, list[float], str, str]] = [("fact in top k", [hit_rate(retrieved, k) for k in ks], "0.6", "")]
     for name, colour in zip(shapes, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         series.append((f"{name}: substring", [by[name, k].substring_accuracy for k in ks], colour, ""))
